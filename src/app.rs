@@ -1,0 +1,223 @@
+//! `cryptobot run`: the order in which the guarantees are put in place.
+//!
+//! 1. lock (G1) — before any Telegram call;
+//! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded;
+//! 3. READY=1, the supervisor (STATUS=, WATCHDOG= fed by the loop's liveness: G5, status file);
+//! 4. the update loop until SIGTERM/SIGINT or a fatal failure;
+//! 5. STOPPING=1, confirm the offset (G3), then release in reverse order: supervisor, client, lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bot::Context;
+use crate::config::Config;
+use crate::exit::{Failure, Result};
+use crate::instance::guard::InstanceGuard;
+use crate::instance::holder;
+use crate::instance::status_file::StatusFile;
+use crate::live_status::{LiveStatus, State};
+use crate::shutdown;
+use crate::systemd::notify::Notifier;
+use crate::systemd::watchdog::{self, Liveness};
+use crate::telegram::backoff::Backoff;
+use crate::telegram::client::Client;
+use crate::telegram::errors::FailureKind;
+use crate::telegram::poller::{Poller, PollerOptions};
+
+/// Attempts at `getMe` before giving up at start (Telegram or the network is down).
+const GET_ME_ATTEMPTS: u32 = 5;
+
+/// Runs the bot until it is stopped. Returns the failure that ended it, if any.
+pub fn run(config: Config) -> Result<()> {
+    let bot_id = config.token.bot_id();
+    let guard = InstanceGuard::acquire(&config.settings.runtime_dir, bot_id)?;
+    tracing::info!(
+        bot_id,
+        lock = %guard.path().display(),
+        "instance lock held; cryptobot {} starting (token from {})",
+        env!("CARGO_PKG_VERSION"),
+        config.token_source
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::software(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(serve(&config, &guard));
+    // Release order: the runtime (and every task in it) first, the lock last.
+    drop(runtime);
+    drop(guard);
+    result
+}
+
+async fn serve(config: &Config, guard: &InstanceGuard) -> Result<()> {
+    let bot_id = config.token.bot_id();
+    let notifier = Notifier::from_env();
+    let cancel = CancellationToken::new();
+    shutdown::spawn_signal_listener(cancel.clone(), notifier.clone(), shutdown::STOP_BOUND)
+        .map_err(|e| Failure::software(format!("cannot install signal handlers: {e}")))?;
+
+    let watchdog_timeout = notifier.watchdog_timeout();
+    let poll_timeout = watchdog::poll_timeout_for(config.settings.poll_timeout, watchdog_timeout);
+    let client = Client::new(&config.token, &config.settings.api_url, poll_timeout)?;
+    let status = Arc::new(LiveStatus::new());
+    let liveness = Arc::new(Liveness::new());
+    let status_file = StatusFile::new(guard.runtime_dir(), bot_id);
+    write_status(&status_file, &status);
+
+    let Some(me) = get_me(&client, &cancel, &status, &liveness).await? else {
+        return Ok(()); // stopped before Telegram answered
+    };
+    tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
+    if let Err(e) = client
+        .set_my_commands(crate::bot::commands::bot_commands())
+        .await
+    {
+        tracing::warn!(
+            bot_id,
+            "could not publish the command list (setMyCommands): {e}"
+        );
+    }
+
+    status.set_state(State::Polling);
+    notifier.ready(&status.status_line());
+    let supervisor = tokio::spawn(supervise(
+        notifier.clone(),
+        Arc::clone(&liveness),
+        Arc::clone(&status),
+        status_file,
+        watchdog_timeout,
+        cancel.clone(),
+    ));
+
+    let context = Context {
+        username: me.username().to_owned(),
+        host: holder::hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        started: status.started,
+        updates_handled: 0,
+    };
+    let mut poller = Poller::new(
+        client,
+        PollerOptions::new(poll_timeout),
+        Arc::clone(&liveness),
+        Arc::clone(&status),
+        context,
+        bot_id,
+    );
+    tracing::info!(
+        bot_id,
+        poll_timeout_s = poll_timeout.as_secs(),
+        "polling for updates"
+    );
+    let outcome = poller.run(&cancel).await;
+
+    // Stop: whatever ended the loop, confirm what was handled so no successor handles it again.
+    notifier.stopping();
+    status.set_state(State::Stopping);
+    cancel.cancel();
+    match poller.confirm_offset().await {
+        Ok(()) => tracing::info!(
+            bot_id,
+            offset = poller.offset(),
+            "offset confirmed to Telegram"
+        ),
+        Err(e) => tracing::warn!(
+            bot_id,
+            "could not confirm the offset ({e}); the next start may see the last updates again"
+        ),
+    }
+    let _ = supervisor.await;
+    tracing::info!(bot_id, updates = status.handled(), "stopped");
+    outcome
+}
+
+/// `getMe` with a few retries for network faults; a rejected token is fatal at once.
+async fn get_me(
+    client: &Client,
+    cancel: &CancellationToken,
+    status: &LiveStatus,
+    liveness: &Liveness,
+) -> Result<Option<teloxide::types::Me>> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+    loop {
+        let failure = tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            r = client.get_me() => match r {
+                Ok(me) => return Ok(Some(me)),
+                Err(f) => f,
+            },
+        };
+        if failure.kind == FailureKind::Unauthorized {
+            return Err(Failure::config(format!(
+                "Telegram rejected the token (401 Unauthorized); check it, or get the current one from @BotFather ({failure})"
+            )));
+        }
+        if backoff.attempts() + 1 >= GET_ME_ATTEMPTS {
+            return Err(Failure::new(
+                crate::exit::Code::Problem,
+                format!(
+                    "cannot reach the Bot API after {GET_ME_ATTEMPTS} attempts ({failure}); check the network and CRYPTOBOT_API_URL"
+                ),
+            ));
+        }
+        let delay = backoff.next_delay();
+        status.set_state(State::Degraded(failure.detail.clone()));
+        tracing::warn!(
+            error_kind = failure.kind.name(),
+            "{failure}; retrying getMe in {:.1} s",
+            delay.as_secs_f64()
+        );
+        liveness.busy_until(Instant::now() + delay);
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn write_status(file: &StatusFile, status: &LiveStatus) {
+    if let Err(e) = file.write(&status.snapshot()) {
+        tracing::debug!("cannot write the status file: {e}");
+    }
+}
+
+/// Keeps STATUS= and the status file current, and feeds the watchdog only while the loop is alive.
+async fn supervise(
+    notifier: Notifier,
+    liveness: Arc<Liveness>,
+    status: Arc<LiveStatus>,
+    file: StatusFile,
+    watchdog_timeout: Option<Duration>,
+    cancel: CancellationToken,
+) {
+    let period = watchdog_timeout.map_or(Duration::from_secs(1), |wd| {
+        (wd / 2).min(Duration::from_secs(1))
+    });
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut starved = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        notifier.status(&status.status_line());
+        write_status(&file, &status);
+        if let Some(wd) = watchdog_timeout {
+            if liveness.is_alive(wd) {
+                notifier.watchdog();
+                starved = false;
+            } else if !starved {
+                starved = true;
+                tracing::error!(
+                    "the update loop made no progress for {} s: withholding WATCHDOG=1 so systemd restarts the service",
+                    wd.as_secs()
+                );
+            }
+        }
+    }
+    write_status(&file, &status);
+}

@@ -1,0 +1,128 @@
+//! The command line: `cryptobot [--config PATH] run | status | stop | check-config`.
+//!
+//! Parses arguments, loads what each command needs, and turns every [`Failure`] into one line on stderr
+//! and its exit code (README.md lists them). Usage errors exit 64.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Env, Settings};
+use crate::exit::{Code, Failure, Result};
+use crate::instance::control::{self, StopOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cryptobot",
+    version,
+    about = "Telegram crypto bot, a systemd-native service that never polls twice"
+)]
+pub struct Cli {
+    /// Configuration file (default: /etc/cryptobot/cryptobot.toml under systemd, else
+    /// $XDG_CONFIG_HOME/cryptobot/cryptobot.toml, else /etc/cryptobot/cryptobot.toml, if present)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bot (what the systemd unit starts)
+    Run,
+    /// Show whether an instance holds the lock: PID, unit, since, version, last poll
+    Status,
+    /// Stop the running instance (SIGTERM) and wait until its lock is free
+    Stop {
+        /// Seconds to wait for the lock to be freed
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+        /// Also stop an instance run by systemd, and SIGKILL it if it has not stopped after --timeout
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the configuration and print the effective values (token redacted)
+    CheckConfig,
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Code::Usage as u8 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let env = Env::from_process();
+    // G7: the token must not reach a child's environment. Removing it is sound here: the process is
+    // still single-threaded (no runtime yet), and `env` keeps the value we need.
+    unsafe { std::env::remove_var("CRYPTOBOT_TOKEN") };
+    match dispatch(&cli, &env) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("cryptobot: {}", failure.message);
+            ExitCode::from(failure.code as u8)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
+    let config_path = cli.config.as_deref();
+    match &cli.command {
+        Command::Run => {
+            let config = Config::load(config_path, env)?;
+            crate::systemd::logging::init(&config.settings.log);
+            crate::app::run(config)?;
+            Ok(0)
+        }
+        Command::CheckConfig => {
+            let config = Config::load(config_path, env)?;
+            print!("{}", config.render());
+            Ok(0)
+        }
+        Command::Status => {
+            let (dir, bot) = inspect_target(config_path, env)?;
+            let (text, code) = control::status(&dir, bot);
+            println!("{text}");
+            Ok(code)
+        }
+        Command::Stop { timeout, force } => {
+            let (dir, bot) = inspect_target(config_path, env)?;
+            let opts = StopOptions {
+                timeout: Duration::from_secs(*timeout),
+                force: *force,
+            };
+            println!("{}", control::stop(&dir, bot, opts)?);
+            Ok(0)
+        }
+    }
+}
+
+/// The runtime dir and (when a token is configured) the bot id that `status`/`stop` look at. An operator
+/// without write access to /run/cryptobot still inspects it when it exists.
+fn inspect_target(config_path: Option<&Path>, env: &Env) -> Result<(PathBuf, Option<u64>)> {
+    let settings = Settings::load(config_path, env)?;
+    let explicit =
+        env.get("CRYPTOBOT_RUNTIME_DIR").is_some() || env.get("RUNTIME_DIRECTORY").is_some();
+    let system = Path::new("/run/cryptobot");
+    let dir = if !explicit && system.is_dir() {
+        system.to_owned()
+    } else {
+        settings.runtime_dir.clone()
+    };
+    let bot = Config::load(config_path, env)
+        .ok()
+        .map(|c| c.token.bot_id());
+    Ok((dir, bot))
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::software(e.to_string())
+    }
+}

@@ -1,0 +1,428 @@
+//! Configuration: a TOML file, overridden by `CRYPTOBOT_*` environment variables, plus the token from a
+//! systemd credential, a token file or the environment. Validated once; every bad value becomes one line
+//! naming the key and where it came from, and exit code 78.
+//!
+//! Which file is read (the first that applies):
+//! 1. `--config PATH` (must exist);
+//! 2. under systemd (`$INVOCATION_ID` set): `/etc/cryptobot/cryptobot.toml` if present;
+//! 3. `$XDG_CONFIG_HOME/cryptobot/cryptobot.toml` (default `~/.config/...`) if present;
+//! 4. `/etc/cryptobot/cryptobot.toml` if present, so a hand-started `cryptobot` sees the service's config;
+//! 5. none: built-in defaults.
+//!
+//! Where the token comes from (the first that applies):
+//! 1. `$CREDENTIALS_DIRECTORY/token` (systemd `LoadCredential=token:...`);
+//! 2. `CRYPTOBOT_TOKEN_FILE`, else the config key `token_file`;
+//! 3. `CRYPTOBOT_TOKEN` (development only: the environment is visible to the process owner);
+//! 4. `/etc/cryptobot/token` if readable (an operator on the host running `cryptobot` by hand).
+//!
+//! A token file readable by other users is refused (G7).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exit::{Failure, Result};
+use crate::secret::Token;
+
+pub const SYSTEM_CONFIG: &str = "/etc/cryptobot/cryptobot.toml";
+pub const SYSTEM_TOKEN: &str = "/etc/cryptobot/token";
+pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+const DEFAULT_POLL_TIMEOUT: u64 = 30;
+const MAX_POLL_TIMEOUT: u64 = 50;
+
+/// The environment, captured once (so tests can pass their own).
+#[derive(Clone, Debug, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// Captures the process environment. Non-UTF-8 values of variables we read are an error later.
+    pub fn from_process() -> Self {
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))
+                })
+                .collect(),
+        )
+    }
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+    fn home_relative(&self, xdg: &str, fallback: &str) -> Option<PathBuf> {
+        self.get(xdg)
+            .map(PathBuf::from)
+            .or_else(|| self.get("HOME").map(|h| Path::new(h).join(fallback)))
+    }
+}
+
+/// The file's schema. Unknown keys are refused so a typo never goes unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    api_url: Option<String>,
+    token_file: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    log: Option<String>,
+    poll_timeout: Option<u64>,
+}
+
+/// Where the token was read from (shown by `check-config`, never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Credential(PathBuf),
+    File(PathBuf),
+    Environment,
+}
+
+impl std::fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Credential(p) => write!(f, "systemd credential {}", p.display()),
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Environment => f.write_str("environment variable CRYPTOBOT_TOKEN"),
+        }
+    }
+}
+
+/// The effective settings, everything but the token (operator commands need no token).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    pub api_url: url::Url,
+    pub token_file: Option<PathBuf>,
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: String,
+    pub poll_timeout: Duration,
+    /// True when started by systemd as a service (`$INVOCATION_ID`).
+    pub under_systemd: bool,
+}
+
+/// Settings plus the token: what `cryptobot run` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub token: Token,
+    pub token_source: TokenSource,
+}
+
+/// Names the place a value came from, for error messages.
+fn origin(file: Option<&Path>) -> String {
+    file.map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    )
+}
+
+fn choose_file(config_arg: Option<&Path>, env: &Env) -> Result<Option<PathBuf>> {
+    if let Some(path) = config_arg {
+        if !path.is_file() {
+            return Err(Failure::config(format!(
+                "config file {} does not exist or is not a file; fix the --config path",
+                path.display()
+            )));
+        }
+        return Ok(Some(path.to_owned()));
+    }
+    let system = Path::new(SYSTEM_CONFIG);
+    if env.get("INVOCATION_ID").is_some() && system.is_file() {
+        return Ok(Some(system.to_owned()));
+    }
+    if let Some(xdg) = env.home_relative("XDG_CONFIG_HOME", ".config") {
+        let candidate = xdg.join("cryptobot/cryptobot.toml");
+        if candidate.is_file() {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(system.is_file().then(|| system.to_owned()))
+}
+
+/// Turns a TOML error into one line: "<file>: line N: <message>".
+fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Failure {
+    let line = err
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let message = err.message().trim().replace('\n', " ");
+    let at = line.map_or_else(String::new, |l| format!(" line {l}:"));
+    Failure::config(format!(
+        "config {}:{at} {message}; fix the file (cryptobot check-config shows the result)",
+        path.display()
+    ))
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::config(format!("cannot read config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
+}
+
+fn parse_api_url(value: &str, key: &str, from: &str) -> Result<url::Url> {
+    let url = url::Url::parse(value).map_err(|e| {
+        Failure::config(format!(
+            "{key} ({from}): {e}; expected a URL like {DEFAULT_API_URL}"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(Failure::config(format!(
+            "{key} ({from}): expected an http:// or https:// URL like {DEFAULT_API_URL}"
+        )));
+    }
+    Ok(url)
+}
+
+fn check_poll_timeout(secs: u64, key: &str, from: &str) -> Result<Duration> {
+    if !(1..=MAX_POLL_TIMEOUT).contains(&secs) {
+        return Err(Failure::config(format!(
+            "{key} ({from}): {secs} is out of range; use 1 to {MAX_POLL_TIMEOUT} seconds"
+        )));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn check_log_filter(filter: &str, key: &str, from: &str) -> Result<()> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| {
+            Failure::config(format!(
+                "{key} ({from}): {e}; use a level like \"info\" or \"cryptobot=debug,info\""
+            ))
+        })
+}
+
+/// Resolves the runtime directory (see brief.md G1).
+fn runtime_dir(explicit: Option<PathBuf>, env: &Env) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir);
+    }
+    if let Some(dirs) = env.get("RUNTIME_DIRECTORY") {
+        // systemd passes a colon-separated list when several are configured; ours is the first.
+        return Ok(PathBuf::from(dirs.split(':').next().unwrap_or(dirs)));
+    }
+    let system = Path::new("/run/cryptobot");
+    if nix::unistd::access(system, nix::unistd::AccessFlags::W_OK).is_ok()
+        || (!system.exists() && nix::unistd::access("/run", nix::unistd::AccessFlags::W_OK).is_ok())
+    {
+        return Ok(system.to_owned());
+    }
+    if let Some(xdg) = env.get("XDG_RUNTIME_DIR") {
+        return Ok(Path::new(xdg).join("cryptobot"));
+    }
+    Err(Failure::config(
+        "no runtime directory: /run/cryptobot is not writable and XDG_RUNTIME_DIR is unset; set CRYPTOBOT_RUNTIME_DIR",
+    ))
+}
+
+fn state_dir(explicit: Option<PathBuf>, env: &Env) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir);
+    }
+    if let Some(dirs) = env.get("STATE_DIRECTORY") {
+        return Ok(PathBuf::from(dirs.split(':').next().unwrap_or(dirs)));
+    }
+    env.home_relative("XDG_DATA_HOME", ".local/share")
+        .map(|d| d.join("cryptobot"))
+        .ok_or_else(|| {
+            Failure::config("no state directory: HOME is unset; set CRYPTOBOT_STATE_DIR")
+        })
+}
+
+impl Settings {
+    /// Loads the settings: file, then environment overrides, then validation.
+    pub fn load(config_arg: Option<&Path>, env: &Env) -> Result<Self> {
+        let file = choose_file(config_arg, env)?;
+        let fc = match &file {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let from = origin(file.as_deref());
+
+        let api_url = match env.get("CRYPTOBOT_API_URL") {
+            Some(v) => parse_api_url(v, "CRYPTOBOT_API_URL", "environment")?,
+            None => parse_api_url(
+                fc.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+                "api_url",
+                &from,
+            )?,
+        };
+        let token_file = env
+            .get("CRYPTOBOT_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or(fc.token_file);
+        let runtime_dir = runtime_dir(
+            env.get("CRYPTOBOT_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .or(fc.runtime_dir),
+            env,
+        )?;
+        let state_dir = state_dir(
+            env.get("CRYPTOBOT_STATE_DIR")
+                .map(PathBuf::from)
+                .or(fc.state_dir),
+            env,
+        )?;
+        let log = match env.get("CRYPTOBOT_LOG") {
+            Some(v) => {
+                check_log_filter(v, "CRYPTOBOT_LOG", "environment")?;
+                v.to_owned()
+            }
+            None => {
+                let v = fc.log.unwrap_or_else(|| "info".to_owned());
+                check_log_filter(&v, "log", &from)?;
+                v
+            }
+        };
+        let poll_timeout = match env.get("CRYPTOBOT_POLL_TIMEOUT") {
+            Some(v) => {
+                let secs = v.parse().map_err(|_| {
+                    Failure::config(format!(
+                        "CRYPTOBOT_POLL_TIMEOUT (environment): {v:?} is not a whole number of seconds; use 1 to {MAX_POLL_TIMEOUT}"
+                    ))
+                })?;
+                check_poll_timeout(secs, "CRYPTOBOT_POLL_TIMEOUT", "environment")?
+            }
+            None => check_poll_timeout(
+                fc.poll_timeout.unwrap_or(DEFAULT_POLL_TIMEOUT),
+                "poll_timeout",
+                &from,
+            )?,
+        };
+        for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
+            if !dir.is_absolute() {
+                return Err(Failure::config(format!(
+                    "{key} ({from} or environment): {} is not an absolute path; use an absolute path",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(Self {
+            file,
+            api_url,
+            token_file,
+            runtime_dir,
+            state_dir,
+            log,
+            poll_timeout,
+            under_systemd: env.get("INVOCATION_ID").is_some(),
+        })
+    }
+}
+
+/// Reads a token file, refusing one that other users can read.
+fn read_token_file(path: &Path, check_mode: bool) -> Result<Token> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Failure::config(format!(
+            "cannot read token file {}: {e}; check the path and permissions",
+            path.display()
+        ))
+    })?;
+    if check_mode && meta.permissions().mode() & 0o007 != 0 {
+        return Err(Failure::config(format!(
+            "token file {} is accessible by other users (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::config(format!(
+            "cannot read token file {}: {e}; check the path and permissions",
+            path.display()
+        ))
+    })?;
+    Token::parse(&text).map_err(|e| Failure::config(format!("token file {}: {e}", path.display())))
+}
+
+impl Config {
+    /// Loads settings and the token. A missing token is a configuration error (exit 78).
+    pub fn load(config_arg: Option<&Path>, env: &Env) -> Result<Self> {
+        let settings = Settings::load(config_arg, env)?;
+        let (token, token_source) = Self::load_token(&settings, env)?;
+        Ok(Self {
+            settings,
+            token,
+            token_source,
+        })
+    }
+
+    fn load_token(settings: &Settings, env: &Env) -> Result<(Token, TokenSource)> {
+        if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
+            let path = Path::new(dir).join("token");
+            if path.exists() {
+                // systemd made this file for us alone; its mode is systemd's business.
+                return Ok((
+                    read_token_file(&path, false)?,
+                    TokenSource::Credential(path),
+                ));
+            }
+        }
+        if let Some(path) = &settings.token_file {
+            return Ok((
+                read_token_file(path, true)?,
+                TokenSource::File(path.clone()),
+            ));
+        }
+        if let Some(value) = env.get("CRYPTOBOT_TOKEN") {
+            let token = Token::parse(value)
+                .map_err(|e| Failure::config(format!("CRYPTOBOT_TOKEN (environment): {e}")))?;
+            return Ok((token, TokenSource::Environment));
+        }
+        let system = Path::new(SYSTEM_TOKEN);
+        if nix::unistd::access(system, nix::unistd::AccessFlags::R_OK).is_ok() {
+            return Ok((
+                read_token_file(system, true)?,
+                TokenSource::File(system.to_owned()),
+            ));
+        }
+        Err(Failure::config(format!(
+            "no bot token: write it to {SYSTEM_TOKEN} (mode 600) for the service, or set CRYPTOBOT_TOKEN_FILE or CRYPTOBOT_TOKEN"
+        )))
+    }
+
+    /// The effective configuration as TOML, token redacted (for `cryptobot check-config`).
+    pub fn render(&self) -> String {
+        let s = &self.settings;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# effective configuration; file: {}",
+            origin(s.file.as_deref())
+        );
+        let _ = writeln!(out, "api_url = {:?}", s.api_url.as_str());
+        let _ = writeln!(
+            out,
+            "token = \"{}:<redacted>\"  # from {}",
+            self.token.bot_id(),
+            self.token_source
+        );
+        let _ = writeln!(
+            out,
+            "runtime_dir = {:?}",
+            s.runtime_dir.display().to_string()
+        );
+        let _ = writeln!(out, "state_dir = {:?}", s.state_dir.display().to_string());
+        let _ = writeln!(out, "log = {:?}", s.log);
+        let _ = writeln!(out, "poll_timeout = {}", s.poll_timeout.as_secs());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! Unit tests for configuration loading: precedence, validation, one-line errors.
+
+use super::*;
+
+const TOKEN: &str = "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1";
+
+fn base_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("HOME".into(), dir.display().to_string()),
+        (
+            "CRYPTOBOT_RUNTIME_DIR".into(),
+            dir.join("run").display().to_string(),
+        ),
+        (
+            "CRYPTOBOT_STATE_DIR".into(),
+            dir.join("state").display().to_string(),
+        ),
+    ]
+}
+
+fn env_of(pairs: &[(String, String)]) -> Env {
+    Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn defaults_apply_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings::load(None, &env_of(&base_env(dir.path()))).unwrap();
+    assert_eq!(s.api_url.as_str(), "https://api.telegram.org/");
+    assert_eq!(s.poll_timeout, Duration::from_secs(30));
+    assert_eq!(s.log, "info");
+    assert!(s.file.is_none());
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "c.toml",
+        "api_url = \"http://127.0.0.1:1\"\npoll_timeout = 10\n",
+    );
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_API_URL".into(), "http://127.0.0.1:2".into()));
+    let s = Settings::load(Some(&file), &env_of(&env)).unwrap();
+    assert_eq!(s.api_url.as_str(), "http://127.0.0.1:2/");
+    assert_eq!(s.poll_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn unknown_key_is_one_line_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "c.toml", "log = \"info\"\napi_ulr = \"x\"\n");
+    let err = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap_err();
+    assert_eq!(err.code, crate::exit::Code::Config);
+    assert!(!err.message.contains('\n'), "{}", err.message);
+    assert!(err.message.contains("c.toml: line 2:"), "{}", err.message);
+    assert!(err.message.contains("api_ulr"), "{}", err.message);
+}
+
+#[test]
+fn wrong_type_and_malformed_toml_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        "poll_timeout = \"ten\"\n",
+        "log = \n",
+        "[[[\n",
+        "poll_timeout = 0\n",
+        "api_url = \"ftp://x\"\n",
+    ] {
+        let file = write(dir.path(), "c.toml", text);
+        let err = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap_err();
+        assert_eq!(err.code, crate::exit::Code::Config, "{text:?}");
+        assert!(!err.message.contains('\n'), "{text:?}: {}", err.message);
+    }
+}
+
+#[test]
+fn bad_environment_value_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_POLL_TIMEOUT".into(), "soon".into()));
+    let err = Settings::load(None, &env_of(&env)).unwrap_err();
+    assert!(
+        err.message.starts_with("CRYPTOBOT_POLL_TIMEOUT"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn missing_config_argument_is_a_config_error() {
+    let err = Settings::load(Some(Path::new("/nonexistent/c.toml")), &Env::default()).unwrap_err();
+    assert_eq!(err.code, crate::exit::Code::Config);
+}
+
+#[test]
+fn credential_beats_token_file_beats_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    write(&creds, "token", "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+    let file = write(
+        dir.path(),
+        "token",
+        "2:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\n",
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_TOKEN".into(), TOKEN.into()));
+    assert_eq!(
+        Config::load(None, &env_of(&env)).unwrap().token.bot_id(),
+        123456
+    );
+    env.push(("CRYPTOBOT_TOKEN_FILE".into(), file.display().to_string()));
+    assert_eq!(Config::load(None, &env_of(&env)).unwrap().token.bot_id(), 2);
+    env.push(("CREDENTIALS_DIRECTORY".into(), creds.display().to_string()));
+    let c = Config::load(None, &env_of(&env)).unwrap();
+    assert_eq!(c.token.bot_id(), 1);
+    assert_eq!(c.token_source, TokenSource::Credential(creds.join("token")));
+}
+
+#[test]
+fn token_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "token", TOKEN);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_TOKEN_FILE".into(), file.display().to_string()));
+    let err = Config::load(None, &env_of(&env)).unwrap_err();
+    assert_eq!(err.code, crate::exit::Code::Config);
+    assert!(err.message.contains("chmod 600"), "{}", err.message);
+    assert!(!err.message.contains("AAHdq"));
+}
+
+#[test]
+fn empty_token_file_and_bad_shape_are_config_errors() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for text in ["", "\n", "not-a-token"] {
+        let file = write(dir.path(), "token", text);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut env = base_env(dir.path());
+        env.push(("CRYPTOBOT_TOKEN_FILE".into(), file.display().to_string()));
+        let err = Config::load(None, &env_of(&env)).unwrap_err();
+        assert_eq!(err.code, crate::exit::Code::Config, "{text:?}");
+        assert!(!err.message.contains("not-a-token"), "{}", err.message);
+    }
+}
+
+#[test]
+fn render_redacts_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_TOKEN".into(), TOKEN.into()));
+    let out = Config::load(None, &env_of(&env)).unwrap().render();
+    assert!(out.contains("token = \"123456:<redacted>\""), "{out}");
+    assert!(!out.contains("AAHdq"), "{out}");
+}

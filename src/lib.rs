@@ -1,0 +1,32 @@
+//! cryptobot: a Telegram crypto bot that is a first-class systemd service and never runs as two pollers
+//! on one bot token.
+//!
+//! The map, in the order an update travels (see ARCHITECTURE.md for the guarantees G1–G7 and where each
+//! is enforced):
+//!
+//! - [`config`]: TOML file + environment + systemd credential, validated once into a [`config::Config`].
+//! - [`secret`]: the bot token as a type that cannot be printed by accident (G7).
+//! - [`instance`]: the single-instance guard (G1: `flock` on `<runtime dir>/bot-<id>.lock`), the holder's
+//!   diagnostics, the live status file, and the `status` / `stop` operator commands.
+//! - [`systemd`]: `sd_notify` (READY, STATUS, STOPPING, WATCHDOG fed only by a live loop: G5) and logging
+//!   (journald when stderr is the journal, human text otherwise).
+//! - [`telegram`]: the Bot API client, error classification, and the long-polling update source that moves
+//!   the offset only after a handler finished and confirms it on shutdown (G3).
+//! - [`bot`]: the commands the bot answers.
+//! - [`app`]: `cryptobot run`, which wires the above together in the order the guarantees need.
+//! - [`cli`]: the command line (`run`, `status`, `stop`, `check-config`).
+//! - [`exit`]: the sysexits-style exit codes, documented in README.md.
+//!
+//! Linux only: the guard relies on `flock(2)`, `/proc/locks` and `/proc/<pid>/cgroup`.
+
+pub mod app;
+pub mod bot;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod instance;
+pub mod live_status;
+pub mod secret;
+pub mod shutdown;
+pub mod systemd;
+pub mod telegram;

@@ -1,0 +1,55 @@
+//! Logging: structured records to the journal when stderr is connected to it, else human text on stderr.
+//!
+//! systemd sets `JOURNAL_STREAM=<dev>:<inode>` for a service whose stderr goes to the journal; we log
+//! natively to journald only when stderr really is that stream (a child with redirected stderr is not).
+//! Field names are the tracing field names upper-cased (`bot_id` → `BOT_ID`) with no prefix, so
+//! `journalctl -u cryptobot BOT_ID=123` works. Nothing here ever formats a token (G7).
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where log records go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Journal,
+    Stderr,
+}
+
+/// True when stderr is the journal stream systemd gave us.
+pub fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = nix::sys::stat::fstat(2) else {
+        return false;
+    };
+    dev.parse() == Ok(meta.st_dev) && ino.parse() == Ok(meta.st_ino)
+}
+
+/// Installs the global subscriber. `filter` was validated by the config loader.
+pub fn init(filter: &str) -> Target {
+    let filter = EnvFilter::builder().parse_lossy(filter);
+    if stderr_is_journal() {
+        if let Ok(layer) = tracing_journald::layer() {
+            let layer = layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("cryptobot".to_owned());
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init();
+            return Target::Journal;
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(nix::unistd::isatty(2).unwrap_or(false))
+        .with_target(false)
+        .try_init();
+    Target::Stderr
+}

@@ -1,0 +1,280 @@
+//! The long-polling update source: one straight loop from `getUpdates` to the handler and back.
+//!
+//! Guarantees:
+//! - G3: the offset moves past an update only after its handler finished and its replies were sent (or
+//!   given up on); on shutdown the loop stops fetching, lets the update in hand finish, and confirms the
+//!   offset to Telegram with a last `getUpdates(offset, timeout = 0)`. Updates fetched but not handled
+//!   are never confirmed, so the next instance gets them: nothing is lost.
+//! - G5: each iteration beats [`Liveness`]; every wait is declared with its deadline.
+//! - G6: a 409 from another poller backs off with jitter (5 s doubling to 300 s) and is made visible;
+//!   a webhook-active 409 is a named configuration error.
+//! - A fault of Telegram or the network never ends the loop: it retries with backoff, STATUS "degraded".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use teloxide::types::Update;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::client::{Client, REQUEST_DEADLINE};
+use super::errors::{ApiFailure, FailureKind};
+use crate::bot::{self, Context, Reply};
+use crate::exit::Failure;
+use crate::live_status::{LiveStatus, State};
+use crate::systemd::watchdog::Liveness;
+
+/// Updates per `getUpdates` (the Bot API maximum).
+const BATCH_LIMIT: u8 = 100;
+/// Attempts to send one reply before it is logged and dropped.
+const SEND_ATTEMPTS: u32 = 3;
+/// The longest `retry_after` we wait for one reply; beyond it the reply is dropped.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Tunables of the loop (defaults from brief.md).
+#[derive(Clone, Debug)]
+pub struct PollerOptions {
+    pub poll_timeout: Duration,
+    pub conflict_backoff: (Duration, Duration),
+    pub fault_backoff: (Duration, Duration),
+}
+
+impl PollerOptions {
+    pub fn new(poll_timeout: Duration) -> Self {
+        Self {
+            poll_timeout,
+            conflict_backoff: (Duration::from_secs(5), Duration::from_secs(300)),
+            fault_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The update loop for one bot.
+pub struct Poller {
+    client: Client,
+    options: PollerOptions,
+    liveness: Arc<Liveness>,
+    status: Arc<LiveStatus>,
+    context: Context,
+    bot_id: u64,
+    /// The next update id to ask for; everything below it has been handled.
+    offset: Option<i32>,
+}
+
+impl Poller {
+    pub fn new(
+        client: Client,
+        options: PollerOptions,
+        liveness: Arc<Liveness>,
+        status: Arc<LiveStatus>,
+        context: Context,
+        bot_id: u64,
+    ) -> Self {
+        Self {
+            client,
+            options,
+            liveness,
+            status,
+            context,
+            bot_id,
+            offset: None,
+        }
+    }
+
+    /// The next offset (one past the last handled update), if any update was handled.
+    pub fn offset(&self) -> Option<i32> {
+        self.offset
+    }
+
+    /// Waits `delay` (declared to the watchdog) unless cancelled first. Returns false when cancelled.
+    async fn pause(&self, delay: Duration, cancel: &CancellationToken) -> bool {
+        self.liveness
+            .busy_until(Instant::now() + delay + Duration::from_secs(1));
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(delay) => {
+                self.liveness.beat();
+                true
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires (Ok) or a failure no retry can fix (Err with its exit code).
+    pub async fn run(&mut self, cancel: &CancellationToken) -> Result<(), Failure> {
+        let mut conflicts = Backoff::new(
+            self.options.conflict_backoff.0,
+            self.options.conflict_backoff.1,
+        );
+        let mut faults = Backoff::new(self.options.fault_backoff.0, self.options.fault_backoff.1);
+        while !cancel.is_cancelled() {
+            let timeout = self.options.poll_timeout;
+            self.liveness.busy_until(Client::poll_deadline(timeout));
+            let result = tokio::select! {
+                // Dropping the request closes its connection: the updates it may have carried stay
+                // unconfirmed, and the next poll (ours or a successor's) receives them.
+                () = cancel.cancelled() => break,
+                result = self.client.get_updates(self.offset, timeout, BATCH_LIMIT) => result,
+            };
+            self.liveness.beat();
+            match result {
+                Ok(updates) => {
+                    conflicts.reset();
+                    faults.reset();
+                    self.status.polled();
+                    for update in updates {
+                        self.handle(&update, cancel).await;
+                        if cancel.is_cancelled() {
+                            break;
+                        }
+                    }
+                }
+                Err(failure) => {
+                    let delay = self.on_failure(&failure, &mut conflicts, &mut faults)?;
+                    if !self.pause(delay, cancel).await {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the policy to a failed poll: the delay before the next one, or a fatal failure.
+    fn on_failure(
+        &self,
+        failure: &ApiFailure,
+        conflicts: &mut Backoff,
+        faults: &mut Backoff,
+    ) -> Result<Duration, Failure> {
+        match &failure.kind {
+            FailureKind::Unauthorized => Err(Failure::config(format!(
+                "Telegram rejected the token (401 Unauthorized): it was revoked or mistyped; get the current one from @BotFather ({failure})"
+            ))),
+            FailureKind::ConflictWebhook => Err(Failure::config(
+                "a webhook is set for this bot, so Telegram refuses getUpdates (409); delete it with the Bot API method deleteWebhook, or run in webhook mode",
+            )),
+            FailureKind::ConflictOtherPoller => {
+                let n = self.status.conflict();
+                let delay = conflicts.next_delay();
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    conflict = "other_poller",
+                    conflicts = n,
+                    "Telegram answered 409: another instance polls this token elsewhere (this host holds the lock); backing off {:.0} s; run `cryptobot doctor`",
+                    delay.as_secs_f64()
+                );
+                Ok(delay)
+            }
+            FailureKind::RetryAfter(wait) => {
+                self.status.set_state(State::Degraded(format!(
+                    "rate limited for {} s",
+                    wait.as_secs()
+                )));
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    error_kind = "rate_limited",
+                    "{failure}; waiting {} s",
+                    wait.as_secs()
+                );
+                Ok(*wait)
+            }
+            kind => {
+                let delay = faults.next_delay();
+                self.status
+                    .set_state(State::Degraded(failure.detail.clone()));
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    error_kind = kind.name(),
+                    attempt = faults.attempts(),
+                    "{failure}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                Ok(delay)
+            }
+        }
+    }
+
+    /// Handles one update, then moves the offset past it.
+    async fn handle(&mut self, update: &Update, cancel: &CancellationToken) {
+        let id = update.id.0;
+        let mut context = self.context.clone();
+        context.updates_handled = self.status.handled();
+        let replies = bot::handle_update(update, &context);
+        for reply in &replies {
+            self.send(reply, id, cancel).await;
+        }
+        self.offset = Some(id as i32 + 1);
+        self.status.add_handled();
+        self.liveness.beat();
+        tracing::debug!(
+            bot_id = self.bot_id,
+            update_id = id,
+            replies = replies.len(),
+            "update handled"
+        );
+    }
+
+    /// Sends one reply with bounded retries; a reply that cannot be sent is logged and dropped so that
+    /// one bad chat never blocks the queue.
+    async fn send(&self, reply: &Reply, update_id: u32, cancel: &CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+        for attempt in 1..=SEND_ATTEMPTS {
+            self.liveness
+                .busy_until(Instant::now() + REQUEST_DEADLINE + Duration::from_secs(1));
+            let failure = match self.client.send_message(reply.chat, &reply.text).await {
+                Ok(()) => return,
+                Err(f) => f,
+            };
+            let delay = match failure.kind {
+                FailureKind::RetryAfter(wait) if wait <= MAX_RETRY_AFTER => wait,
+                FailureKind::Network | FailureKind::BadResponse | FailureKind::Server => {
+                    backoff.next_delay()
+                }
+                _ => {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        update_id,
+                        chat_id = reply.chat.0,
+                        "reply dropped: {failure}"
+                    );
+                    return;
+                }
+            };
+            if attempt == SEND_ATTEMPTS {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    update_id,
+                    chat_id = reply.chat.0,
+                    "reply dropped after {attempt} attempts: {failure}"
+                );
+                return;
+            }
+            tracing::info!(
+                bot_id = self.bot_id,
+                update_id,
+                "{failure}; retrying the reply in {:.1} s",
+                delay.as_secs_f64()
+            );
+            // A stop request does not cut a reply short, but does not wait for a long retry_after either.
+            if cancel.is_cancelled() && delay > Duration::from_secs(2) {
+                tracing::warn!(bot_id = self.bot_id, update_id, "reply dropped: stopping");
+                return;
+            }
+            self.liveness
+                .busy_until(Instant::now() + delay + Duration::from_secs(1));
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// G3: tells Telegram that everything below the offset is handled, so no successor receives it again.
+    pub async fn confirm_offset(&self) -> Result<(), ApiFailure> {
+        let Some(offset) = self.offset else {
+            return Ok(());
+        };
+        // timeout = 0 and limit = 1: returns at once; the update it may carry stays unconfirmed.
+        self.client
+            .get_updates(Some(offset), Duration::ZERO, 1)
+            .await
+            .map(drop)
+    }
+}
