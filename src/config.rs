@@ -153,13 +153,24 @@ fn choose_file(config_arg: Option<&Path>, env: &Env) -> Result<Option<PathBuf>> 
     Ok(system.is_file().then(|| system.to_owned()))
 }
 
-/// Turns a TOML error into one line: "<file>: line N: <message>".
+/// Turns a TOML error into one line: "<file>: line N, key `k`: <message>". toml names the key for
+/// unknown keys but not for a wrong type, so the key is read back from the line the error points at.
 fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Failure {
-    let line = err
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let mut at = String::new();
+    if let Some(span) = err.span() {
+        let start = span.start.min(text.len());
+        let line_no = text[..start].matches('\n').count() + 1;
+        at = format!(" line {line_no}");
+        let line = text.lines().nth(line_no - 1).unwrap_or("");
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && !err.message().contains(key) {
+                at.push_str(&format!(", key `{key}`"));
+            }
+        }
+        at.push(':');
+    }
     let message = err.message().trim().replace('\n', " ");
-    let at = line.map_or_else(String::new, |l| format!(" line {l}:"));
     Failure::config(format!(
         "config {}:{at} {message}; fix the file (cryptobot check-config shows the result)",
         path.display()

@@ -93,10 +93,10 @@ pub fn handle_update(update: &Update, ctx: &Context) -> Vec<Reply> {
         Err(_) => {
             // Commands addressed to another bot in a group are not ours to answer.
             let first = text.split_whitespace().next().unwrap_or(text);
-            if let Some((_, addressee)) = first.split_once('@') {
-                if !addressee.eq_ignore_ascii_case(&ctx.username) {
-                    return Vec::new();
-                }
+            if let Some((_, addressee)) = first.split_once('@')
+                && !addressee.eq_ignore_ascii_case(&ctx.username)
+            {
+                return Vec::new();
             }
             "Unknown command or wrong arguments. Send /help for the list.".to_owned()
         }

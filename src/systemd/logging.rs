@@ -33,17 +33,17 @@ pub fn stderr_is_journal() -> bool {
 /// Installs the global subscriber. `filter` was validated by the config loader.
 pub fn init(filter: &str) -> Target {
     let filter = EnvFilter::builder().parse_lossy(filter);
-    if stderr_is_journal() {
-        if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("cryptobot".to_owned());
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .try_init();
-            return Target::Journal;
-        }
+    if stderr_is_journal()
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        let layer = layer
+            .with_field_prefix(None)
+            .with_syslog_identifier("cryptobot".to_owned());
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .try_init();
+        return Target::Journal;
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,0 +1,91 @@
+//! The bot against the fake Bot API: it answers, it stops cleanly with the offset confirmed (G3), and a
+//! rejected token is a configuration error that leaks nothing (G7).
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::{FakeBotApi, Host, NotifySocket, assert_no_token, random_token};
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn ping_is_answered_with_pong() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "ping_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(Some(&notify), &[]);
+    notify.wait_for("READY=1", T);
+
+    api.inject_message(id, 4242, "/ping");
+    let sent = api.wait_for_sent(id, |m| m.chat_id == 4242, T).unwrap();
+    assert_eq!(sent.text, "pong");
+
+    api.inject_message(id, 4242, "/status");
+    let status = api
+        .wait_for_sent(id, |m| m.text.contains("updates handled"), T)
+        .unwrap();
+    assert!(
+        status.text.contains(&format!("pid: {}", bot.pid())),
+        "{}",
+        status.text
+    );
+
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+    assert_no_token(&token, &[&bot.stderr(), &bot.stdout()]);
+}
+
+#[test]
+fn offset_is_committed_on_sigterm_so_a_restart_redelivers_nothing() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "offset_bot");
+    let host = Host::new(&token, &api.url());
+
+    let notify = NotifySocket::new();
+    let mut first = host.spawn_run(Some(&notify), &[]);
+    notify.wait_for("READY=1", T);
+    for i in 0..20 {
+        api.inject_message(id, 1000 + i, "/ping");
+    }
+    api.wait_until(id, |s| s.deliveries.len() == 20, T).unwrap();
+    // Every reply went out: then every update was handled.
+    api.wait_until(id, |s| s.send_message_calls >= 20, T)
+        .unwrap();
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait_exit(T).code(), Some(0), "{}", first.stderr());
+    assert_eq!(
+        api.stats(id).pending_updates,
+        0,
+        "the offset was not confirmed on stop"
+    );
+
+    let notify2 = NotifySocket::new();
+    let mut second = host.spawn_run(Some(&notify2), &[]);
+    notify2.wait_for("READY=1", T);
+    api.inject_message(id, 7, "/ping");
+    api.wait_for_sent(id, |m| m.chat_id == 7, T).unwrap();
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait_exit(T).code(), Some(0));
+
+    let stats = api.stats(id);
+    let repeated: Vec<_> = stats.deliveries.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "updates delivered twice: {repeated:?}");
+    assert_eq!(api.sent(id).len(), 21, "each update answered exactly once");
+}
+
+#[test]
+fn rejected_token_exits_78_and_leaks_nothing() {
+    let api = FakeBotApi::start();
+    let token = random_token(); // never registered: the fake answers 401
+    let host = Host::new(&token, &api.url());
+    let (status, stdout, stderr) = host.run_to_end(&["run"], T);
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("Telegram rejected the token"), "{stderr}");
+    assert_no_token(&token, &[&stdout, &stderr]);
+    assert!(!stderr.contains("polling for updates"), "{stderr}");
+}

@@ -1,0 +1,338 @@
+//! Test support: a temporary "host" (runtime and state dirs, token file), the cryptobot binary run as a
+//! child process against the fake Bot API, and a `NOTIFY_SOCKET` the test owns.
+//!
+//! Every wait is bounded and fails with a message saying what was awaited and what was seen. Children
+//! are killed when their handle drops, so a failing test leaves no process behind.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)] // not every test binary talks to the fake API
+pub use fake_bot_api::FakeBotApi;
+
+/// A fresh, valid-looking token with a random bot id, so tests never share a lock or a fake bot.
+pub fn random_token() -> String {
+    let id = 100_000 + u64::from(std::process::id()) * 1000 + fastrand_u64() % 1000;
+    let secret: String = (0..35)
+        .map(|_| {
+            let chars = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+            chars[(fastrand_u64() % chars.len() as u64) as usize] as char
+        })
+        .collect();
+    format!("{id}:{secret}")
+}
+
+fn fastrand_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+pub fn bot_id(token: &str) -> i64 {
+    token.split(':').next().unwrap().parse().unwrap()
+}
+
+/// One simulated host: its own runtime dir (lock), state dir and token file.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+    pub api_url: String,
+}
+
+impl Host {
+    pub fn new(token: &str, api_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Self {
+            dir,
+            token: token.to_owned(),
+            api_url: api_url.to_owned(),
+        }
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.runtime_dir()
+            .join(format!("bot-{}.lock", bot_id(&self.token)))
+    }
+
+    /// A `cryptobot` command with a clean environment pointing at this host and the fake API.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cryptobot"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("CRYPTOBOT_RUNTIME_DIR", self.runtime_dir())
+            .env("CRYPTOBOT_STATE_DIR", self.dir.path().join("state"))
+            .env("CRYPTOBOT_TOKEN_FILE", self.dir.path().join("token"))
+            .env("CRYPTOBOT_API_URL", &self.api_url)
+            .env("CRYPTOBOT_LOG", "info,cryptobot=debug")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a short command to completion (bounded) and returns (status, stdout, stderr).
+    pub fn run_to_end(&self, args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cryptobot");
+        let mut proc = BotProcess::adopt(child);
+        let status = proc.wait_exit(timeout);
+        (status, proc.stdout(), proc.stderr())
+    }
+
+    /// Starts `cryptobot run`, optionally with a notify socket.
+    pub fn spawn_run(
+        &self,
+        notify: Option<&NotifySocket>,
+        extra_env: &[(&str, &str)],
+    ) -> BotProcess {
+        let mut cmd = self.command(&["run"]);
+        if let Some(sock) = notify {
+            cmd.env("NOTIFY_SOCKET", &sock.path);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cryptobot run");
+        BotProcess::adopt(child)
+    }
+}
+
+/// Collected output lines of a child, with a condition variable to wait on.
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+fn pump(stream: impl std::io::Read + Send + 'static, out: Arc<Output>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            out.lines.lock().unwrap().push(line);
+            out.changed.notify_all();
+        }
+    });
+}
+
+/// A running cryptobot child process; killed on drop.
+pub struct BotProcess {
+    pub child: Child,
+    stdout: Arc<Output>,
+    stderr: Arc<Output>,
+    status: Option<ExitStatus>,
+}
+
+impl BotProcess {
+    pub fn adopt(mut child: Child) -> Self {
+        let stdout = Arc::new(Output::default());
+        let stderr = Arc::new(Output::default());
+        if let Some(s) = child.stdout.take() {
+            pump(s, Arc::clone(&stdout));
+        }
+        if let Some(s) = child.stderr.take() {
+            pump(s, Arc::clone(&stderr));
+        }
+        Self {
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.stderr.lines.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out after {timeout:?} waiting for {needle:?} on stderr; got:\n{}",
+                lines.join("\n")
+            );
+            lines = self
+                .stderr
+                .changed
+                .wait_timeout(lines, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .expect("kill");
+    }
+
+    /// Waits for the exit (bounded), then gives the output pumps a moment to drain.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // The pipes close when the child exits; wait (bounded) until both pumps saw EOF.
+                let drain = Instant::now() + Duration::from_secs(2);
+                while Arc::strong_count(&self.stderr) > 1 && Instant::now() < drain {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not exit within {timeout:?}; stderr:\n{}",
+                self.pid(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `NOTIFY_SOCKET` owned by the test: receives the sd_notify datagrams of the child.
+pub struct NotifySocket {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    socket: UnixDatagram,
+}
+
+/// One received datagram and when it arrived.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub at: Instant,
+    pub text: String,
+}
+
+impl NotifySocket {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        Self {
+            _dir: dir,
+            path,
+            socket,
+        }
+    }
+
+    /// Receives datagrams until one contains `needle`; returns every datagram seen up to it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<Notification> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {timeout:?} waiting for {needle:?} on NOTIFY_SOCKET; got {seen:?}"
+            );
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            match self.socket.recv(&mut buf) {
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let done = text.lines().any(|l| l == needle || l.starts_with(needle));
+                    seen.push(Notification {
+                        at: Instant::now(),
+                        text,
+                    });
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("notify socket: {e}"),
+            }
+        }
+    }
+
+    /// Collects every datagram for `duration`.
+    pub fn collect_for(&self, duration: Duration) -> Vec<Notification> {
+        let deadline = Instant::now() + duration;
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return seen;
+            }
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                seen.push(Notification {
+                    at: Instant::now(),
+                    text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// Asserts that no output contains the token or its secret part (G7).
+pub fn assert_no_token(token: &str, outputs: &[&str]) {
+    let secret = token.split_once(':').unwrap().1;
+    for out in outputs {
+        assert!(
+            !out.contains(secret),
+            "the token leaked into output:\n{out}"
+        );
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -1,0 +1,60 @@
+//! The sd_notify protocol as systemd would see it, on a NOTIFY_SOCKET owned by the test: READY=1 only
+//! after getMe, STOPPING=1 on SIGTERM, and an idle bot that keeps feeding a 4 s watchdog (G5).
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::{FakeBotApi, Host, NotifySocket, random_token};
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn ready_comes_after_get_me_and_stopping_on_sigterm() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "notify_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(Some(&notify), &[]);
+    let before_ready = notify.wait_for("READY=1", T);
+    let ready = before_ready.last().unwrap();
+    assert!(ready.text.contains("STATUS=polling"), "{:?}", ready.text);
+    // getMe happened before READY (and no poll is possible before it).
+    assert!(
+        bot.stderr().contains("Telegram accepted the token")
+            || api.stats(id).get_updates_calls <= 1
+    );
+
+    bot.signal(Signal::SIGTERM);
+    notify.wait_for("STOPPING=1", T);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
+
+#[test]
+fn idle_bot_feeds_a_4s_watchdog_at_least_every_2s_for_15s() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    api.add_bot(&token, "watchdog_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    // WATCHDOG_PID must name the child; the bot ignores WATCHDOG_USEC meant for another process. The
+    // child's PID is unknown before spawn, so the variable is left out: sd-notify then accepts it.
+    let mut bot = host.spawn_run(Some(&notify), &[("WATCHDOG_USEC", "4000000")]);
+    notify.wait_for("READY=1", T);
+    let seen = notify.collect_for(Duration::from_secs(15));
+    let pings: Vec<_> = seen
+        .iter()
+        .filter(|n| n.text.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|n| n.at)
+        .collect();
+    assert!(pings.len() >= 7, "only {} WATCHDOG=1 in 15 s", pings.len());
+    let max_gap = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        max_gap <= Duration::from_millis(2000),
+        "gap of {max_gap:?} between WATCHDOG=1"
+    );
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
