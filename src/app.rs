@@ -18,6 +18,7 @@ use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
 use crate::instance::status_file::StatusFile;
 use crate::live_status::{LiveStatus, State};
+use crate::reload::{self, ReloadSource};
 use crate::shutdown;
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::{self, Liveness};
@@ -30,7 +31,7 @@ use crate::telegram::poller::{Poller, PollerOptions};
 const GET_ME_ATTEMPTS: u32 = 5;
 
 /// Runs the bot until it is stopped. Returns the failure that ended it, if any.
-pub fn run(config: Config) -> Result<()> {
+pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
     let bot_id = config.token.bot_id();
     let guard = InstanceGuard::acquire(&config.settings.runtime_dir, bot_id)?;
     tracing::info!(
@@ -44,19 +45,21 @@ pub fn run(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Failure::software(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(&config, &guard));
+    let result = runtime.block_on(serve(&config, &guard, reload));
     // Release order: the runtime (and every task in it) first, the lock last.
     drop(runtime);
     drop(guard);
     result
 }
 
-async fn serve(config: &Config, guard: &InstanceGuard) -> Result<()> {
+async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> Result<()> {
     let bot_id = config.token.bot_id();
     let notifier = Notifier::from_env();
     let cancel = CancellationToken::new();
     shutdown::spawn_signal_listener(cancel.clone(), notifier.clone(), shutdown::STOP_BOUND)
         .map_err(|e| Failure::software(format!("cannot install signal handlers: {e}")))?;
+    reload::spawn_reload_listener(reload, config.clone(), notifier.clone(), cancel.clone())
+        .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
 
     let watchdog_timeout = notifier.watchdog_timeout();
     let poll_timeout = watchdog::poll_timeout_for(config.settings.poll_timeout, watchdog_timeout);
@@ -70,6 +73,16 @@ async fn serve(config: &Config, guard: &InstanceGuard) -> Result<()> {
         return Ok(()); // stopped before Telegram answered
     };
     tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
+    if config.settings.delete_webhook {
+        // Idempotent: Telegram answers ok when no webhook is set.
+        match client.delete_webhook().await {
+            Ok(()) => tracing::info!(
+                bot_id,
+                "webhook deleted if one was set (delete_webhook = true)"
+            ),
+            Err(e) => tracing::warn!(bot_id, "could not delete the webhook: {e}"),
+        }
+    }
     if let Err(e) = client
         .set_my_commands(crate::bot::commands::bot_commands())
         .await
@@ -99,9 +112,14 @@ async fn serve(config: &Config, guard: &InstanceGuard) -> Result<()> {
         started: status.started,
         updates_handled: 0,
     };
+    let options = PollerOptions::new(
+        poll_timeout,
+        config.settings.conflict,
+        config.settings.delete_webhook,
+    );
     let mut poller = Poller::new(
         client,
-        PollerOptions::new(poll_timeout),
+        options,
         Arc::clone(&liveness),
         Arc::clone(&status),
         context,

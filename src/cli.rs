@@ -77,7 +77,11 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
         Command::Run => {
             let config = Config::load(config_path, env)?;
             crate::systemd::logging::init(&config.settings.log);
-            crate::app::run(config)?;
+            let reload = crate::reload::ReloadSource {
+                config_path: cli.config.clone(),
+                env: env.clone(),
+            };
+            crate::app::run(config, reload)?;
             Ok(0)
         }
         Command::CheckConfig => {

@@ -79,6 +79,42 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     log: Option<String>,
     poll_timeout: Option<u64>,
+    on_conflict: Option<OnConflict>,
+    conflict_max: Option<u64>,
+    conflict_backoff_initial: Option<f64>,
+    conflict_backoff_max: Option<f64>,
+    delete_webhook: Option<bool>,
+}
+
+/// What to do about a 409 from another poller while this host holds its lock (G6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Back off with jitter and keep trying, visibly (the default).
+    Backoff,
+    /// After `conflict_max` conflicts, exit 69 (the unit does not restart on it).
+    Exit,
+}
+
+impl std::str::FromStr for OnConflict {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s {
+            "backoff" => Ok(Self::Backoff),
+            "exit" => Ok(Self::Exit),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The conflict policy's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConflictPolicy {
+    pub on_conflict: OnConflict,
+    /// Conflicts (without a quiet period of twice `backoff_max` between them) before exit 69.
+    pub max_conflicts: u64,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
 }
 
 /// Where the token was read from (shown by `check-config`, never the token itself).
@@ -110,6 +146,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub log: String,
     pub poll_timeout: Duration,
+    pub conflict: ConflictPolicy,
+    /// Delete a webhook found at start (or met as a 409) instead of stopping with an error.
+    pub delete_webhook: bool,
     /// True when started by systemd as a service (`$INVOCATION_ID`).
     pub under_systemd: bool,
 }
@@ -183,36 +222,27 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
 }
 
-fn parse_api_url(value: &str, key: &str, from: &str) -> Result<url::Url> {
+fn parse_api_url(value: &str, origin: &str) -> Result<url::Url> {
     let url = url::Url::parse(value).map_err(|e| {
         Failure::config(format!(
-            "{key} ({from}): {e}; expected a URL like {DEFAULT_API_URL}"
+            "{origin}: {e}; expected a URL like {DEFAULT_API_URL}"
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(Failure::config(format!(
-            "{key} ({from}): expected an http:// or https:// URL like {DEFAULT_API_URL}"
+            "{origin}: expected an http:// or https:// URL like {DEFAULT_API_URL}"
         )));
     }
     Ok(url)
 }
 
-fn check_poll_timeout(secs: u64, key: &str, from: &str) -> Result<Duration> {
-    if !(1..=MAX_POLL_TIMEOUT).contains(&secs) {
-        return Err(Failure::config(format!(
-            "{key} ({from}): {secs} is out of range; use 1 to {MAX_POLL_TIMEOUT} seconds"
-        )));
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-fn check_log_filter(filter: &str, key: &str, from: &str) -> Result<()> {
+fn check_log_filter(filter: &str, origin: &str) -> Result<()> {
     tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .map(drop)
         .map_err(|e| {
             Failure::config(format!(
-                "{key} ({from}): {e}; use a level like \"info\" or \"cryptobot=debug,info\""
+                "{origin}: {e}; use a level like \"info\" or \"cryptobot=debug,info\""
             ))
         })
 }
@@ -254,6 +284,52 @@ fn state_dir(explicit: Option<PathBuf>, env: &Env) -> Result<PathBuf> {
         })
 }
 
+/// One setting's value and where it came from ("CRYPTOBOT_X (environment)" or "key (file)"), so every
+/// validation error names the right place.
+struct Layered<T> {
+    value: T,
+    origin: String,
+}
+
+/// The environment variable if set (parsed from text), else the file's value, else `default`.
+fn layered<T: std::str::FromStr>(
+    env: &Env,
+    var: &str,
+    file_value: Option<T>,
+    key: &str,
+    from: &str,
+    default: T,
+    expected: &str,
+) -> Result<Layered<T>> {
+    if let Some(text) = env.get(var) {
+        let value = text.parse().map_err(|_| {
+            Failure::config(format!("{var} (environment): {text:?} is not {expected}"))
+        })?;
+        return Ok(Layered {
+            value,
+            origin: format!("{var} (environment)"),
+        });
+    }
+    Ok(Layered {
+        value: file_value.unwrap_or(default),
+        origin: format!("{key} ({from})"),
+    })
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    l: &Layered<T>,
+    min: T,
+    max: T,
+) -> Result<T> {
+    if l.value < min || l.value > max {
+        return Err(Failure::config(format!(
+            "{}: {} is out of range; use {min} to {max}",
+            l.origin, l.value
+        )));
+    }
+    Ok(l.value)
+}
+
 impl Settings {
     /// Loads the settings: file, then environment overrides, then validation.
     pub fn load(config_arg: Option<&Path>, env: &Env) -> Result<Self> {
@@ -263,15 +339,18 @@ impl Settings {
             None => FileConfig::default(),
         };
         let from = origin(file.as_deref());
+        let text = "a text value";
 
-        let api_url = match env.get("CRYPTOBOT_API_URL") {
-            Some(v) => parse_api_url(v, "CRYPTOBOT_API_URL", "environment")?,
-            None => parse_api_url(
-                fc.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
-                "api_url",
-                &from,
-            )?,
-        };
+        let api_url = layered(
+            env,
+            "CRYPTOBOT_API_URL",
+            fc.api_url,
+            "api_url",
+            &from,
+            DEFAULT_API_URL.to_owned(),
+            text,
+        )?;
+        let api_url = parse_api_url(&api_url.value, &api_url.origin)?;
         let token_file = env
             .get("CRYPTOBOT_TOKEN_FILE")
             .map(PathBuf::from)
@@ -288,32 +367,80 @@ impl Settings {
                 .or(fc.state_dir),
             env,
         )?;
-        let log = match env.get("CRYPTOBOT_LOG") {
-            Some(v) => {
-                check_log_filter(v, "CRYPTOBOT_LOG", "environment")?;
-                v.to_owned()
-            }
-            None => {
-                let v = fc.log.unwrap_or_else(|| "info".to_owned());
-                check_log_filter(&v, "log", &from)?;
-                v
-            }
-        };
-        let poll_timeout = match env.get("CRYPTOBOT_POLL_TIMEOUT") {
-            Some(v) => {
-                let secs = v.parse().map_err(|_| {
-                    Failure::config(format!(
-                        "CRYPTOBOT_POLL_TIMEOUT (environment): {v:?} is not a whole number of seconds; use 1 to {MAX_POLL_TIMEOUT}"
-                    ))
-                })?;
-                check_poll_timeout(secs, "CRYPTOBOT_POLL_TIMEOUT", "environment")?
-            }
-            None => check_poll_timeout(
-                fc.poll_timeout.unwrap_or(DEFAULT_POLL_TIMEOUT),
-                "poll_timeout",
-                &from,
-            )?,
-        };
+        let log = layered(
+            env,
+            "CRYPTOBOT_LOG",
+            fc.log,
+            "log",
+            &from,
+            "info".to_owned(),
+            text,
+        )?;
+        check_log_filter(&log.value, &log.origin)?;
+        let seconds = "a whole number of seconds";
+        let poll_timeout = layered(
+            env,
+            "CRYPTOBOT_POLL_TIMEOUT",
+            fc.poll_timeout,
+            "poll_timeout",
+            &from,
+            DEFAULT_POLL_TIMEOUT,
+            seconds,
+        )?;
+        let poll_timeout = Duration::from_secs(check_range(&poll_timeout, 1, MAX_POLL_TIMEOUT)?);
+
+        let on_conflict = layered(
+            env,
+            "CRYPTOBOT_ON_CONFLICT",
+            fc.on_conflict,
+            "on_conflict",
+            &from,
+            OnConflict::Backoff,
+            "\"backoff\" or \"exit\"",
+        )?
+        .value;
+        let conflict_max = layered(
+            env,
+            "CRYPTOBOT_CONFLICT_MAX",
+            fc.conflict_max,
+            "conflict_max",
+            &from,
+            10,
+            "a whole number",
+        )?;
+        let conflict_max = check_range(&conflict_max, 1, 1_000_000)?;
+        let backoff_secs = "a number of seconds";
+        let initial = layered(
+            env,
+            "CRYPTOBOT_CONFLICT_BACKOFF_INITIAL",
+            fc.conflict_backoff_initial,
+            "conflict_backoff_initial",
+            &from,
+            5.0,
+            backoff_secs,
+        )?;
+        let initial = check_range(&initial, 0.01, 3600.0)?;
+        let max = layered(
+            env,
+            "CRYPTOBOT_CONFLICT_BACKOFF_MAX",
+            fc.conflict_backoff_max,
+            "conflict_backoff_max",
+            &from,
+            300.0,
+            backoff_secs,
+        )?;
+        let max = check_range(&max, initial, 86_400.0)?;
+        let delete_webhook = layered(
+            env,
+            "CRYPTOBOT_DELETE_WEBHOOK",
+            fc.delete_webhook,
+            "delete_webhook",
+            &from,
+            false,
+            "true or false",
+        )?
+        .value;
+
         for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
             if !dir.is_absolute() {
                 return Err(Failure::config(format!(
@@ -328,8 +455,15 @@ impl Settings {
             token_file,
             runtime_dir,
             state_dir,
-            log,
+            log: log.value,
             poll_timeout,
+            conflict: ConflictPolicy {
+                on_conflict,
+                max_conflicts: conflict_max,
+                backoff_initial: Duration::from_secs_f64(initial),
+                backoff_max: Duration::from_secs_f64(max),
+            },
+            delete_webhook,
             under_systemd: env.get("INVOCATION_ID").is_some(),
         })
     }
@@ -431,6 +565,24 @@ impl Config {
         let _ = writeln!(out, "state_dir = {:?}", s.state_dir.display().to_string());
         let _ = writeln!(out, "log = {:?}", s.log);
         let _ = writeln!(out, "poll_timeout = {}", s.poll_timeout.as_secs());
+        let c = &s.conflict;
+        let _ = writeln!(
+            out,
+            "on_conflict = {:?}",
+            format!("{:?}", c.on_conflict).to_lowercase()
+        );
+        let _ = writeln!(out, "conflict_max = {}", c.max_conflicts);
+        let _ = writeln!(
+            out,
+            "conflict_backoff_initial = {}",
+            c.backoff_initial.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "conflict_backoff_max = {}",
+            c.backoff_max.as_secs_f64()
+        );
+        let _ = writeln!(out, "delete_webhook = {}", s.delete_webhook);
         out
     }
 }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod exit;
 pub mod instance;
 pub mod live_status;
+pub mod reload;
 pub mod secret;
 pub mod shutdown;
 pub mod systemd;

@@ -58,3 +58,39 @@ fn idle_bot_feeds_a_4s_watchdog_at_least_every_2s_for_15s() {
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0));
 }
+
+#[test]
+fn sighup_reloads_with_reloading_and_ready_and_a_bad_config_is_refused_not_fatal() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "reload_bot");
+    let host = Host::new(&token, &api.url());
+    let file = host.dir.path().join("cryptobot.toml");
+    std::fs::write(&file, "poll_timeout = 5\n").unwrap();
+    let notify = NotifySocket::new();
+    let mut cmd = host.command(&["--config", file.to_str().unwrap(), "run"]);
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut bot = support::BotProcess::adopt(cmd.spawn().unwrap());
+    notify.wait_for("READY=1", T);
+
+    bot.signal(Signal::SIGHUP);
+    notify.wait_for("RELOADING=1", T);
+    notify.wait_for("READY=1", T);
+    bot.wait_for_stderr("configuration reloaded and valid", T);
+
+    std::fs::write(&file, "poll_timeout = \"never\"\n").unwrap();
+    bot.signal(Signal::SIGHUP);
+    notify.wait_for("READY=1", T);
+    bot.wait_for_stderr("reload refused, keeping the current configuration", T);
+
+    // Still polling with the old configuration.
+    api.inject_message(id, 3, "/ping");
+    assert_eq!(
+        api.wait_for_sent(id, |m| m.chat_id == 3, T).unwrap().text,
+        "pong"
+    );
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}

@@ -110,6 +110,23 @@ impl Client {
         .map(drop)
     }
 
+    pub async fn delete_webhook(&self) -> std::result::Result<(), ApiFailure> {
+        self.call("deleteWebhook", REQUEST_DEADLINE, self.bot.delete_webhook())
+            .await
+            .map(drop)
+    }
+
+    /// The URL of the webhook set for this bot ("" when none).
+    pub async fn webhook_url(&self) -> std::result::Result<String, ApiFailure> {
+        self.call(
+            "getWebhookInfo",
+            REQUEST_DEADLINE,
+            self.bot.get_webhook_info(),
+        )
+        .await
+        .map(|info| info.url.map(|u| u.to_string()).unwrap_or_default())
+    }
+
     pub async fn set_my_commands(
         &self,
         commands: Vec<BotCommand>,

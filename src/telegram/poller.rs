@@ -20,7 +20,8 @@ use super::backoff::Backoff;
 use super::client::{Client, REQUEST_DEADLINE};
 use super::errors::{ApiFailure, FailureKind};
 use crate::bot::{self, Context, Reply};
-use crate::exit::Failure;
+use crate::config::{ConflictPolicy, OnConflict};
+use crate::exit::{Code, Failure};
 use crate::live_status::{LiveStatus, State};
 use crate::systemd::watchdog::Liveness;
 
@@ -31,21 +32,47 @@ const SEND_ATTEMPTS: u32 = 3;
 /// The longest `retry_after` we wait for one reply; beyond it the reply is dropped.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Tunables of the loop (defaults from brief.md).
+/// How long a stop request lets the update in hand finish before abandoning it (unconfirmed, so the
+/// next instance handles it: at most this one update is handled twice).
+pub const DRAIN_BUDGET: Duration = Duration::from_secs(5);
+
+/// Tunables of the loop.
 #[derive(Clone, Debug)]
 pub struct PollerOptions {
     pub poll_timeout: Duration,
-    pub conflict_backoff: (Duration, Duration),
+    pub conflict: ConflictPolicy,
+    pub delete_webhook: bool,
     pub fault_backoff: (Duration, Duration),
 }
 
 impl PollerOptions {
-    pub fn new(poll_timeout: Duration) -> Self {
+    pub fn new(poll_timeout: Duration, conflict: ConflictPolicy, delete_webhook: bool) -> Self {
         Self {
             poll_timeout,
-            conflict_backoff: (Duration::from_secs(5), Duration::from_secs(300)),
+            conflict,
+            delete_webhook,
             fault_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
         }
+    }
+}
+
+/// Counts conflicts for `on_conflict = "exit"`; a quiet period of twice the longest backoff forgets
+/// them, so only a *persistent* external poller ends the process.
+#[derive(Debug, Default)]
+struct ConflictCount {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl ConflictCount {
+    fn record(&mut self, quiet_period: Duration) -> u64 {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t > quiet_period) {
+            self.count = 0;
+        }
+        self.count += 1;
+        self.last = Some(now);
+        self.count
     }
 }
 
@@ -59,6 +86,7 @@ pub struct Poller {
     bot_id: u64,
     /// The next update id to ask for; everything below it has been handled.
     offset: Option<i32>,
+    conflict_count: ConflictCount,
 }
 
 impl Poller {
@@ -78,6 +106,7 @@ impl Poller {
             context,
             bot_id,
             offset: None,
+            conflict_count: ConflictCount::default(),
         }
     }
 
@@ -101,10 +130,8 @@ impl Poller {
 
     /// Runs until `cancel` fires (Ok) or a failure no retry can fix (Err with its exit code).
     pub async fn run(&mut self, cancel: &CancellationToken) -> Result<(), Failure> {
-        let mut conflicts = Backoff::new(
-            self.options.conflict_backoff.0,
-            self.options.conflict_backoff.1,
-        );
+        let policy = self.options.conflict;
+        let mut conflicts = Backoff::new(policy.backoff_initial, policy.backoff_max);
         let mut faults = Backoff::new(self.options.fault_backoff.0, self.options.fault_backoff.1);
         while !cancel.is_cancelled() {
             let timeout = self.options.poll_timeout;
@@ -122,8 +149,38 @@ impl Poller {
                     faults.reset();
                     self.status.polled();
                     for update in updates {
-                        self.handle(&update, cancel).await;
+                        let drained = tokio::select! {
+                            () = self.handle(&update, cancel) => true,
+                            () = async {
+                                cancel.cancelled().await;
+                                tokio::time::sleep(DRAIN_BUDGET).await;
+                            } => false,
+                        };
+                        if !drained {
+                            tracing::warn!(
+                                bot_id = self.bot_id,
+                                update_id = update.id.0,
+                                "update still in its handler {} s after the stop request: left unconfirmed for the next start",
+                                DRAIN_BUDGET.as_secs()
+                            );
+                        }
                         if cancel.is_cancelled() {
+                            break;
+                        }
+                    }
+                }
+                Err(failure)
+                    if failure.kind == FailureKind::ConflictWebhook
+                        && self.options.delete_webhook =>
+                {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        conflict = "webhook_active",
+                        "a webhook is set: deleting it (delete_webhook = true)"
+                    );
+                    if let Err(e) = self.client.delete_webhook().await {
+                        tracing::warn!(bot_id = self.bot_id, "deleteWebhook failed: {e}");
+                        if !self.pause(faults.next_delay(), cancel).await {
                             break;
                         }
                     }
@@ -141,7 +198,7 @@ impl Poller {
 
     /// Applies the policy to a failed poll: the delay before the next one, or a fatal failure.
     fn on_failure(
-        &self,
+        &mut self,
         failure: &ApiFailure,
         conflicts: &mut Backoff,
         faults: &mut Backoff,
@@ -151,10 +208,26 @@ impl Poller {
                 "Telegram rejected the token (401 Unauthorized): it was revoked or mistyped; get the current one from @BotFather ({failure})"
             ))),
             FailureKind::ConflictWebhook => Err(Failure::config(
-                "a webhook is set for this bot, so Telegram refuses getUpdates (409); delete it with the Bot API method deleteWebhook, or run in webhook mode",
+                "a webhook is set for this bot, so Telegram refuses getUpdates (409 webhook_active); delete it with the Bot API method deleteWebhook, or set delete_webhook = true (CRYPTOBOT_DELETE_WEBHOOK=true)",
             )),
             FailureKind::ConflictOtherPoller => {
                 let n = self.status.conflict();
+                let policy = self.options.conflict;
+                let recent = self.conflict_count.record(policy.backoff_max * 2);
+                if policy.on_conflict == OnConflict::Exit && recent >= policy.max_conflicts {
+                    tracing::error!(
+                        bot_id = self.bot_id,
+                        conflict = "other_poller",
+                        conflicts = recent,
+                        "giving up: another instance keeps polling this token"
+                    );
+                    return Err(Failure::new(
+                        Code::Unavailable,
+                        format!(
+                            "gave up after {recent} conflicts (on_conflict = \"exit\"): another instance polls this token elsewhere (another host, a container, a PaaS deployment, a laptop); stop it, or revoke the token with @BotFather"
+                        ),
+                    ));
+                }
                 let delay = conflicts.next_delay();
                 tracing::warn!(
                     bot_id = self.bot_id,

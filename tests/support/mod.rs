@@ -241,11 +241,14 @@ impl Drop for BotProcess {
     }
 }
 
-/// A `NOTIFY_SOCKET` owned by the test: receives the sd_notify datagrams of the child.
+/// A `NOTIFY_SOCKET` owned by the test. Like systemd, it reads every datagram as it arrives (a reader
+/// thread), so the child never blocks on a full socket queue while the test is busy elsewhere.
 pub struct NotifySocket {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
-    socket: UnixDatagram,
+    received: Arc<(Mutex<Vec<Notification>>, Condvar)>,
+    /// Index of the first notification `wait_for` has not consumed yet.
+    cursor: Mutex<usize>,
 }
 
 /// One received datagram and when it arrived.
@@ -260,65 +263,68 @@ impl NotifySocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        Self {
-            _dir: dir,
-            path,
-            socket,
-        }
-    }
-
-    /// Receives datagrams until one contains `needle`; returns every datagram seen up to it.
-    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<Notification> {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out after {timeout:?} waiting for {needle:?} on NOTIFY_SOCKET; got {seen:?}"
-            );
-            self.socket.set_read_timeout(Some(left)).unwrap();
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
+        let received: Arc<(Mutex<Vec<Notification>>, Condvar)> = Arc::default();
+        let sink = Arc::clone(&received);
+        // The reader ends when the test drops its end (the Arc is then unique) or the socket fails.
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            while Arc::strong_count(&sink) > 1 {
+                if let Ok(n) = socket.recv(&mut buf) {
                     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let done = text.lines().any(|l| l == needle || l.starts_with(needle));
-                    seen.push(Notification {
+                    sink.0.lock().unwrap().push(Notification {
                         at: Instant::now(),
                         text,
                     });
-                    if done {
-                        return seen;
-                    }
+                    sink.1.notify_all();
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("notify socket: {e}"),
             }
+        });
+        Self {
+            _dir: dir,
+            path,
+            received,
+            cursor: Mutex::new(0),
         }
     }
 
-    /// Collects every datagram for `duration`.
-    pub fn collect_for(&self, duration: Duration) -> Vec<Notification> {
-        let deadline = Instant::now() + duration;
-        let mut seen = Vec::new();
-        let mut buf = vec![0u8; 4096];
+    /// Waits for a datagram with a line starting with `needle` after the ones already consumed;
+    /// returns the datagrams up to and including it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<Notification> {
+        let deadline = Instant::now() + timeout;
+        let mut cursor = self.cursor.lock().unwrap();
+        let (lock, changed) = &*self.received;
+        let mut all = lock.lock().unwrap();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if let Some(pos) = all[*cursor..]
+                .iter()
+                .position(|n| n.text.lines().any(|l| l.starts_with(needle)))
+            {
+                let end = *cursor + pos + 1;
+                let seen = all[*cursor..end].to_vec();
+                *cursor = end;
                 return seen;
             }
-            self.socket.set_read_timeout(Some(left)).unwrap();
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                seen.push(Notification {
-                    at: Instant::now(),
-                    text: String::from_utf8_lossy(&buf[..n]).into_owned(),
-                });
-            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out after {timeout:?} waiting for {needle:?} on NOTIFY_SOCKET; got {:?}",
+                &all[*cursor..]
+            );
+            all = changed.wait_timeout(all, deadline - now).unwrap().0;
         }
+    }
+
+    /// Every datagram that arrives in the next `duration` (after those already consumed).
+    pub fn collect_for(&self, duration: Duration) -> Vec<Notification> {
+        let start = *self.cursor.lock().unwrap();
+        std::thread::sleep(duration); // the window itself is what is measured, not a synchronisation
+        let all = self.received.0.lock().unwrap();
+        let mut cursor = self.cursor.lock().unwrap();
+        *cursor = all.len();
+        all[start..].to_vec()
     }
 }
 
@@ -335,4 +341,35 @@ pub fn assert_no_token(token: &str, outputs: &[&str]) {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A minimal blocking HTTP/1.1 POST with a JSON body to a loopback URL; returns (status, body).
+/// Enough for the fake Bot API's own methods (setWebhook) in tests, without an HTTP client crate.
+pub fn http_post_json(base_url: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the fake Bot API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the answer");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

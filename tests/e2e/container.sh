@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# Boots a throwaway container running a real systemd (systemd-nspawn) for cryptobot's end-to-end tests,
+# runs commands inside it, and tears everything down again (see shared/design/systemd-e2e.md).
+#
+# The container's root is an overlay: the host's / read-only below, a private tmpfs above, mounted in a
+# private mount namespace, so every package of the host is there, dpkg and /etc writes vanish with the
+# container, and no mount is ever visible on the host. It shares the host's network (a fake Bot API on the
+# host's 127.0.0.1 is reachable). Needs root, systemd-nspawn (package systemd-container) and nsenter.
+#
+# As a library (source it):
+#     ct_boot NAME              boot; sets CT_PID1; waits until `systemctl is-system-running` is running/degraded
+#     ct_exec CMD ARG...        run a command inside (clean environment), exit status passed through
+#     ct_sh 'SCRIPT'            run a sh script inside
+#     ct_copy_in SRC DEST [MODE]  copy a host file in (through `cat >`)
+#     ct_stop                   power off and remove everything (also done by the EXIT trap ct_boot sets)
+#     ct_at_exit 'CMD'          register more cleanup for the EXIT trap (runs before ct_stop)
+#     ct_now / ct_since START   timing helpers (seconds, 2 decimals)
+# Settings (environment): CT_BOOT_TIMEOUT (s, default 60), CT_STOP_TIMEOUT (s, default 15),
+#     CT_MASK (extra units to mask, space separated), CT_KEEP_LOGS=1 (leave the console log on failure).
+# As a script:
+#     container.sh selftest [N]   boot, check and stop N containers one after another (default 2), check leftovers
+#     container.sh run CMD...     boot a container, run CMD inside, stop it; exit status of CMD
+
+CT_HARNESS=cryptobot-e2e
+CT_PATH_INSIDE=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CT_BOOT_TIMEOUT=${CT_BOOT_TIMEOUT:-60}
+CT_STOP_TIMEOUT=${CT_STOP_TIMEOUT:-15}
+CT_NAME=
+CT_DIR=
+CT_NSPAWN_PID=
+CT_PID1=
+CT_CGROUPS=()
+CT_EXIT_HOOKS=()
+CT_SEQ=0
+CT_MADE_DIRS=()
+
+ct_log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+ct_die() { ct_log "FAILED: $*"; exit 1; }
+
+ct_now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+# Seconds since START, two decimals.
+ct_since() { awk -v a="$1" -v b="$(ct_now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# Checks what the harness needs; prints the first thing missing and returns 1.
+ct_preflight() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "needs root (systemd-nspawn, mounts, cgroups)"
+        return 1
+    fi
+    local tool
+    for tool in systemd-nspawn nsenter unshare mount; do
+        if ! command -v "$tool" >/dev/null; then
+            echo "$tool not found (apt-get install systemd-container util-linux mount)"
+            return 1
+        fi
+    done
+    if [[ ! -d /sys/fs/cgroup ]]; then
+        echo "no /sys/fs/cgroup"
+        return 1
+    fi
+    return 0
+}
+
+# The cgroup hierarchies the launcher must be moved in: systemd's named v1 hierarchy and the unified one
+# on a hybrid host, or the single cgroup2 root.
+ct__cgroup_roots() {
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    [[ -d /sys/fs/cgroup/systemd ]] && echo /sys/fs/cgroup/systemd
+    [[ -d /sys/fs/cgroup/unified ]] && echo /sys/fs/cgroup/unified
+    return 0
+}
+
+# Units enabled on the host that must not start in the container (they would clash on ports, run timers,
+# or fail there): everything the host's administrator enabled for multi-user, timers and sockets, plus the
+# fixed list and CT_MASK. systemd's own units (in /lib) are not touched.
+ct__masks() {
+    local masks=(postgresql.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer
+        e2scrub_all.timer e2scrub_reap.service fstrim.timer man-db.timer logrotate.timer
+        systemd-timesyncd.service docker.service docker.socket containerd.service ssh.service ssh.socket)
+    local link unit
+    for link in /etc/systemd/system/{multi-user,timers,sockets,default}.target.wants/*; do
+        [[ -e $link || -L $link ]] || continue
+        unit=${link##*/}
+        case $unit in
+            cryptobot*) ;;
+            *.service | *.timer | *.socket) masks+=("$unit") ;;
+        esac
+    done
+    # shellcheck disable=SC2206 # CT_MASK is a space-separated list on purpose
+    masks+=(${CT_MASK:-})
+    printf '%s\n' "${masks[@]}" | sort -u
+}
+
+# The container's PID 1 as seen on the host: the descendant of nspawn whose NSpid line ends in 1
+# (/proc/PID/task/*/children is not there on every kernel, so the parent links are read from status).
+ct__find_pid1() {
+    awk -v root="$1" '
+        FNR == 1 { pid = ""; ppid = ""; nspid = "" }
+        /^Pid:/ { pid = $2 }
+        /^PPid:/ { ppid = $2 }
+        /^NSpid:/ { if (NF == 3 && $3 == 1) inner[pid] = 1; parent[pid] = ppid }
+        END {
+            for (p in inner) {
+                for (q = parent[p]; q != "" && q != 0; q = parent[q]) if (q == root) { print p; exit 0 }
+            }
+            exit 1
+        }' /proc/[0-9]*/status 2>/dev/null
+}
+
+ct__exit_trap() {
+    local status=$? hook
+    for hook in "${CT_EXIT_HOOKS[@]}"; do
+        eval "$hook" || true
+    done
+    CT_EXIT_HOOKS=()
+    ct_stop || true
+    exit "$status"
+}
+
+ct_at_exit() { CT_EXIT_HOOKS+=("$1"); }
+
+# ct_boot NAME: boots a container and waits until its systemd is up.
+ct_boot() {
+    local base=${1:?ct_boot NAME} why
+    [[ -z $CT_NSPAWN_PID ]] || ct_die "ct_boot: container $CT_NAME is still running; ct_stop it first"
+    why=$(ct_preflight) || ct_die "container: $why"
+    CT_SEQ=$((CT_SEQ + 1))
+    CT_NAME="$base-$$-$CT_SEQ"
+    CT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/$CT_HARNESS.XXXXXX")
+    mkdir "$CT_DIR/rw" "$CT_DIR/root"
+    trap ct__exit_trap EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    local root cg
+    CT_CGROUPS=()
+    while read -r root; do
+        cg="$root/$CT_HARNESS/$CT_NAME"
+        mkdir -p "$cg" || ct_die "cannot create cgroup $cg"
+        CT_CGROUPS+=("$cg")
+    done < <(ct__cgroup_roots)
+
+    local boot_args=(systemd.firstboot=off) unit
+    while read -r unit; do
+        boot_args+=("systemd.mask=$unit")
+    done < <(ct__masks)
+
+    # The launcher runs in its own mount namespace: its mounts vanish with it. It moves itself into the
+    # container's cgroups first, because with --keep-unit and no host systemd nspawn uses its own cgroup
+    # as the container's root.
+    # shellcheck disable=SC2016 # expanded by the launcher's bash
+    local launcher='
+        set -eu
+        dir=$1; name=$2; shift 2
+        cgroups=$1; shift
+        for cg in $cgroups; do echo $$ > "$cg/cgroup.procs"; done
+        mount -t tmpfs -o mode=0755 tmpfs "$dir/rw"
+        mkdir "$dir/rw/upper" "$dir/rw/work"
+        mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/rw/upper,workdir=$dir/rw/work" "$dir/root"
+        mount -t tmpfs tmpfs /run/systemd/nspawn
+        exec systemd-nspawn -D "$dir/root" -M "$name" --register=no --keep-unit --link-journal=no \
+            --console=passive --boot "$@"'
+
+    # nspawn wants a tmpfs on /run/systemd/nspawn; the launcher mounts one, but the mount point itself is
+    # made on the host's /run (not a tmpfs here): remember what we made, to remove it again.
+    local d
+    for d in /run/systemd /run/systemd/nspawn; do
+        if [[ ! -d $d ]]; then
+            mkdir "$d"
+            CT_MADE_DIRS=("$d" "${CT_MADE_DIRS[@]}")
+        fi
+    done
+
+    local t0
+    t0=$(ct_now)
+    unshare --mount --propagation private -- bash -c "$launcher" launcher \
+        "$CT_DIR" "$CT_NAME" "${CT_CGROUPS[*]}" "${boot_args[@]}" >"$CT_DIR/console.log" 2>&1 &
+    CT_NSPAWN_PID=$!
+
+    local deadline=$((SECONDS + CT_BOOT_TIMEOUT))
+    CT_PID1=
+    until CT_PID1=$(ct__find_pid1 "$CT_NSPAWN_PID"); do
+        if ! kill -0 "$CT_NSPAWN_PID" 2>/dev/null; then
+            ct__show_console
+            ct_die "container $CT_NAME: systemd-nspawn exited before the container's PID 1 appeared"
+        fi
+        ((SECONDS < deadline)) || ct_die "container $CT_NAME: no PID 1 after ${CT_BOOT_TIMEOUT}s"
+        sleep 0.02
+    done
+    ct_log "container $CT_NAME: launch -> PID 1 ($CT_PID1) in $(ct_since "$t0") s"
+
+    local t1 state=
+    t1=$(ct_now)
+    while :; do
+        state=$(ct_exec systemctl is-system-running 2>/dev/null) || true
+        case $state in
+            running | degraded) break ;;
+        esac
+        if ! kill -0 "$CT_NSPAWN_PID" 2>/dev/null; then
+            ct__show_console
+            ct_die "container $CT_NAME: exited while booting"
+        fi
+        if ((SECONDS >= deadline)); then
+            ct__show_console
+            ct_exec systemctl list-jobs --no-pager >&2 || true
+            ct_die "container $CT_NAME: systemd not up after ${CT_BOOT_TIMEOUT}s (is-system-running: ${state:-no answer})"
+        fi
+        sleep 0.05
+    done
+    ct_log "container $CT_NAME: boot -> $state in $(ct_since "$t1") s"
+    # A policy-rc.d inherited from the host (image builds use one that answers 101) would keep the
+    # maintainer scripts from starting or stopping services; this container is a booted system.
+    if ct_exec test -e /usr/sbin/policy-rc.d; then
+        ct_exec rm -f /usr/sbin/policy-rc.d
+        ct_log "container $CT_NAME: removed the host's /usr/sbin/policy-rc.d inside the container"
+    fi
+    if [[ $state == degraded ]]; then
+        ct_log "container $CT_NAME: failed units (not ours; mask them with CT_MASK if they get in the way):"
+        ct_exec systemctl --failed --no-legend --plain --no-pager >&2 || true
+    fi
+}
+
+ct__show_console() {
+    [[ -n $CT_DIR && -f $CT_DIR/console.log ]] || return 0
+    ct_log "last lines of the container's console ($CT_DIR/console.log):"
+    tail -n 30 "$CT_DIR/console.log" | sed 's/^/    /' >&2
+}
+
+# ct_exec CMD ARG...: runs CMD inside the container, in a clean environment.
+ct_exec() {
+    [[ -n $CT_PID1 ]] || ct_die "ct_exec: no container running"
+    nsenter --target "$CT_PID1" --all --root --wd -- \
+        env -i PATH="$CT_PATH_INSIDE" LANG=C.UTF-8 HOME=/root DEBIAN_FRONTEND=noninteractive "$@"
+}
+
+# ct_sh 'SCRIPT' [ARG...]: runs a POSIX sh script inside.
+ct_sh() {
+    local script=$1
+    shift
+    ct_exec sh -c "$script" sh "$@"
+}
+
+# ct_copy_in SRC DEST [MODE]: copies a host file into the container.
+ct_copy_in() {
+    local src=$1 dest=$2 mode=${3:-0644}
+    [[ -f $src ]] || ct_die "ct_copy_in: $src is not a file"
+    # shellcheck disable=SC2016 # expanded by the shell inside
+    ct_sh 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"' "$dest" "$mode" <"$src" \
+        || ct_die "ct_copy_in: cannot write $dest in the container"
+}
+
+# ct_stop: powers the container off and removes its cgroups and temporary directory.
+ct_stop() {
+    [[ -n $CT_DIR ]] || return 0
+    local t0 name=$CT_NAME deadline
+    t0=$(ct_now)
+    if [[ -n $CT_NSPAWN_PID ]] && kill -0 "$CT_NSPAWN_PID" 2>/dev/null; then
+        # SIGTERM makes nspawn ask the container's systemd to power off.
+        kill -TERM "$CT_NSPAWN_PID" 2>/dev/null || true
+        deadline=$((SECONDS + CT_STOP_TIMEOUT))
+        while kill -0 "$CT_NSPAWN_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+        if kill -0 "$CT_NSPAWN_PID" 2>/dev/null; then
+            ct_log "container $name: no clean power-off after ${CT_STOP_TIMEOUT}s; killing its PID 1"
+            [[ -n $CT_PID1 ]] && kill -KILL "$CT_PID1" 2>/dev/null
+            deadline=$((SECONDS + 5))
+            while kill -0 "$CT_NSPAWN_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+            kill -KILL "$CT_NSPAWN_PID" 2>/dev/null || true
+        fi
+    fi
+    if [[ -n $CT_NSPAWN_PID ]]; then
+        wait "$CT_NSPAWN_PID" 2>/dev/null || true
+    fi
+    CT_NSPAWN_PID=
+    CT_PID1=
+
+    # Leftover cgroups: the container's own subtree first (deepest first), then ours. A cgroup whose last
+    # process just died can refuse rmdir for a moment.
+    local cg leftovers=0
+    for cg in "${CT_CGROUPS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            [[ -d $cg ]] || break
+            find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            [[ -d $cg ]] && sleep 0.1
+        done
+        if [[ -d $cg ]]; then
+            ct_log "container $name: cannot remove cgroup $cg (processes left: $(tr '\n' ' ' <"$cg/cgroup.procs" 2>/dev/null))"
+            leftovers=1
+        fi
+        rmdir "${cg%/*}" 2>/dev/null || true # the harness directory, once no container uses it
+    done
+    CT_CGROUPS=()
+    local d
+    for d in "${CT_MADE_DIRS[@]}"; do
+        rmdir "$d" 2>/dev/null || true # still in use by another container: its stop removes it
+    done
+    CT_MADE_DIRS=()
+
+    if grep -qF "$CT_DIR" /proc/self/mountinfo; then
+        ct_log "container $name: mounts leaked to the host namespace; unmounting"
+        umount -R -l "$CT_DIR/root" "$CT_DIR/rw" 2>/dev/null || true
+        leftovers=1
+    fi
+    if [[ ${CT_KEEP_LOGS:-} == 1 ]]; then
+        ct_log "container $name: console log kept in $CT_DIR/console.log"
+        rmdir "$CT_DIR/root" "$CT_DIR/rw" 2>/dev/null || true
+    else
+        rm -rf "$CT_DIR"
+    fi
+    CT_DIR=
+    ct_log "container $name: stop in $(ct_since "$t0") s"
+    return "$leftovers"
+}
+
+# What a previous run could have left on the host: our cgroups, temp dirs, mounts. Prints them.
+ct_leftovers() {
+    local root found=1
+    while read -r root; do
+        if [[ -d $root/$CT_HARNESS ]]; then
+            echo "cgroup $root/$CT_HARNESS"
+            found=0
+        fi
+    done < <(ct__cgroup_roots)
+    if grep -q "$CT_HARNESS" /proc/self/mountinfo; then
+        echo "mounts: $(grep "$CT_HARNESS" /proc/self/mountinfo | awk '{print $5}' | tr '\n' ' ')"
+        found=0
+    fi
+    local d
+    for d in "${TMPDIR:-/tmp}/$CT_HARNESS".*; do
+        [[ -e $d ]] || continue
+        echo "directory $d"
+        found=0
+    done
+    return "$found"
+}
+
+ct__selftest() {
+    local n=${1:-2} i t0 left
+    left=$(ct_leftovers) && ct_die "leftovers before the self-test: $left"
+    for ((i = 1; i <= n; i++)); do
+        t0=$(ct_now)
+        ct_boot selftest
+        [[ $(ct_exec cat /proc/1/comm) == systemd ]] || ct_die "PID 1 inside is not systemd"
+        ct_exec systemctl is-active --quiet systemd-journald.service || ct_die "journald is not active inside"
+        ct_sh 'touch /etc/cryptobot-e2e-marker' || ct_die "cannot write inside"
+        [[ ! -e /etc/cryptobot-e2e-marker ]] || ct_die "a write inside the container reached the host"
+        ct_stop || ct_die "container $i left something behind"
+        left=$(ct_leftovers) && ct_die "leftovers after container $i: $left"
+        ct_log "container $i of $n: ok in $(ct_since "$t0") s, no leftovers"
+    done
+    echo "container self-test: $n containers booted and removed without leftovers"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    set -euo pipefail
+    case ${1:-} in
+        selftest) ct__selftest "${2:-2}" ;;
+        run)
+            shift
+            (($#)) || ct_die "usage: container.sh run CMD..."
+            ct_boot run
+            status=0
+            ct_exec "$@" || status=$?
+            ct_stop
+            exit "$status"
+            ;;
+        *)
+            echo "usage: $0 selftest [N] | run CMD..." >&2
+            exit 64
+            ;;
+    esac
+fi

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# The tracer bullet, end to end on a booted systemd: install the .deb in a throwaway container, check the
+# first-install hint and enablement (and that an upgrade keeps an administrator's disable), give it a token
+# and a fake Bot API on the host, start it, /ping → "pong", structured journal fields, a refused second
+# instance (exit 75 naming the service's PID), a watchdog restart of a frozen process, a reload that keeps
+# it running, a clean stop with the lock free, no token in the journal, remove + reinstall, and a purge
+# (of a running bot) that leaves nothing behind.
+#
+# Usage (as root): tests/e2e/tracer-bullet.sh [--packaging-only]
+#   --packaging-only   only install / enablement / hint / upgrade / purge: no token, no fake API, no bot.
+# Environment:
+#   CRYPTOBOT_DEB      the .deb to test (default: built with packaging/build-deb)
+#   FAKE_BOT_API_BIN   the fake Bot API binary (default: built with cargo build -p fake-bot-api)
+#   CT_BOOT_TIMEOUT, CT_STOP_TIMEOUT, CT_MASK: see container.sh
+# Every wait is bounded; every step prints its time; a failure names the step and exits 1.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=container.sh
+source "$here/container.sh"
+
+packaging_only=0
+case ${1:-} in
+    --packaging-only) packaging_only=1 ;;
+    "") ;;
+    *)
+        echo "usage: $0 [--packaging-only]" >&2
+        exit 64
+        ;;
+esac
+
+HINT='cryptobot: installed; write the bot token to /etc/cryptobot/token (mode 600) and run: systemctl start cryptobot'
+BOT_ID=7001002003
+# A test token in the shape Telegram uses (<bot id>:<30-64 of A-Z a-z 0-9 _ ->), new for every run.
+TOKEN="$BOT_ID:e2e_$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
+SECRET=${TOKEN#*:}
+CHAT_ID=4242
+
+STEP=
+STEP_T0=
+STEPS_DONE=()
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cryptobot-tracer.XXXXXX")
+FAKE_PID=
+FAKE_LOG="$WORK/fake-bot-api.log"
+API=
+
+log() { printf '[tracer %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+step() {
+    STEP=$1
+    STEP_T0=$(ct_now)
+    log "--- $STEP"
+}
+
+ok() {
+    local took
+    took=$(ct_since "$STEP_T0")
+    log "ok: $STEP ($took s)${1:+ — $1}"
+    STEPS_DONE+=("$(printf '%7s s  %s' "$took" "$STEP")")
+}
+
+# Shows what helps to understand a failure; never the token (the journal is checked not to contain it).
+diagnostics() {
+    if [[ -n $CT_PID1 ]]; then
+        log "systemctl status cryptobot:"
+        ct_exec systemctl status --no-pager --lines=0 cryptobot.service 2>&1 | sed 's/^/    /' >&2 || true
+        log "journalctl -u cryptobot (last 40 lines):"
+        ct_exec journalctl -u cryptobot.service --no-pager -n 40 2>&1 | sed 's/^/    /' >&2 || true
+    fi
+    if [[ -s $FAKE_LOG ]]; then
+        log "fake Bot API log (last 20 lines):"
+        tail -n 20 "$FAKE_LOG" | sed 's/^/    /' >&2
+    fi
+}
+
+fail() {
+    log "FAILED step '$STEP': $*"
+    diagnostics
+    log "tracer bullet: 1 failed (step '$STEP'), ${#STEPS_DONE[@]} steps passed before it"
+    exit 1
+}
+
+# poll_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (0) or SECONDS have passed (1).
+poll_until() {
+    local limit=$1 deadline
+    shift
+    deadline=$(awk -v a="$(ct_now)" -v l="$limit" 'BEGIN { printf "%.3f", a + l }')
+    until "$@"; do
+        if awk -v d="$deadline" -v n="$(ct_now)" 'BEGIN { exit !(n > d) }'; then
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# wait_for SECONDS WHAT CMD...: poll_until, failing the step with WHAT after SECONDS.
+wait_for() {
+    local limit=$1 what=$2
+    shift 2
+    poll_until "$limit" "$@" || fail "$what: not within ${limit} s"
+}
+
+cleanup_host() {
+    if [[ -n $FAKE_PID ]] && kill -0 "$FAKE_PID" 2>/dev/null; then
+        kill -TERM "$FAKE_PID" 2>/dev/null || true
+        wait "$FAKE_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+
+# The fake API and the work directory go on any exit; ct_boot keeps this trap and stops the container too.
+ct_at_exit cleanup_host
+trap ct__exit_trap EXIT
+
+# --- helpers that talk to the container ------------------------------------------------------------------
+
+unit_prop() { ct_exec systemctl show -P "$1" cryptobot.service; }
+
+service_is() { [[ $(unit_prop ActiveState) == "$1" ]]; }
+
+# Host side of the fake Bot API's control API.
+control() { curl -fsS --max-time 5 "$@"; }
+sent_pongs() { control "$API/control/bots/$BOT_ID/sent" | grep -o '"text":"pong"' | wc -l; }
+pongs_at_least() { (($(sent_pongs) >= $1)); }
+inject_ping() {
+    control -H 'Content-Type: application/json' \
+        -d "{\"chat_id\":$CHAT_ID,\"text\":\"/ping\"}" "$API/control/bots/$BOT_ID/messages" >/dev/null \
+        || fail "cannot inject /ping through $API/control/bots/$BOT_ID/messages"
+}
+
+# --- steps -------------------------------------------------------------------------------------------------
+
+step "preflight"
+if why=$(ct_preflight); then :; else
+    log "FAILED step 'preflight': $why"
+    exit 1
+fi
+for tool in curl flock od awk; do
+    command -v "$tool" >/dev/null || fail "$tool not found on the host"
+done
+ok
+
+step "package"
+if [[ -n ${CRYPTOBOT_DEB:-} ]]; then
+    DEB=$CRYPTOBOT_DEB
+else
+    DEB=$("$repo/packaging/build-deb" | tail -n 1) || fail "packaging/build-deb failed"
+fi
+[[ -f $DEB ]] || fail "no package at '$DEB'"
+ok "$DEB"
+
+if ((!packaging_only)); then
+    step "fake Bot API on the host"
+    if [[ -n ${FAKE_BOT_API_BIN:-} ]]; then
+        FAKE=$FAKE_BOT_API_BIN
+    else
+        (cd "$repo" && cargo build -p fake-bot-api >&2) || fail "cargo build -p fake-bot-api failed"
+        target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
+            | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+        FAKE="$target_dir/debug/fake-bot-api"
+    fi
+    [[ -x $FAKE ]] || fail "fake Bot API binary '$FAKE' is not executable"
+    (umask 077 && printf '%s\n' "$TOKEN" >"$WORK/token")
+    # A free port: not listed in /proc/net/tcp{,6}; retried if another process takes it first.
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        if grep -qi ":$(printf '%04X' "$port") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            continue
+        fi
+        "$FAKE" --listen "127.0.0.1:$port" --token-file "$WORK/token" >"$FAKE_LOG" 2>&1 &
+        FAKE_PID=$!
+        deadline=$((SECONDS + 10))
+        while ! grep -q "listening on http://127.0.0.1:$port" "$FAKE_LOG"; do
+            kill -0 "$FAKE_PID" 2>/dev/null || break
+            ((SECONDS < deadline)) || fail "fake Bot API did not say it was listening within 10 s"
+            sleep 0.05
+        done
+        if kill -0 "$FAKE_PID" 2>/dev/null; then
+            API="http://127.0.0.1:$port"
+            break
+        fi
+        wait "$FAKE_PID" 2>/dev/null || true
+        FAKE_PID=
+        log "fake Bot API exited on port $port (attempt $attempt): $(tail -n 1 "$FAKE_LOG")"
+    done
+    [[ -n $API ]] || fail "fake Bot API could not start"
+    control "$API/control/bots/$BOT_ID/stats" >/dev/null || fail "fake Bot API does not know bot $BOT_ID"
+    ok "$API, bot $BOT_ID"
+fi
+
+step "boot container"
+ct_boot tracer
+ok
+
+step "install: package, user, enabled, not started, one-line hint"
+ct_copy_in "$DEB" /tmp/cryptobot.deb 0644
+if ! out=$(ct_exec apt-get install -y -q --no-install-recommends /tmp/cryptobot.deb 2>&1); then
+    printf '%s\n' "$out" | sed 's/^/    /' >&2
+    fail "apt-get install of the .deb failed"
+fi
+out=${out//$'\r'/} # apt runs dpkg on a pty: CRLF line ends
+printf '%s\n' "$out" | sed 's/^/    | /' >&2
+hints=$(printf '%s\n' "$out" | grep -cxF "$HINT" || true)
+[[ $hints == 1 ]] || fail "expected the hint line exactly once in the install output, got $hints"
+ct_exec getent passwd cryptobot >/dev/null || fail "no user cryptobot"
+ct_exec getent group cryptobot >/dev/null || fail "no group cryptobot"
+[[ $(ct_exec systemctl is-enabled cryptobot.service || true) == enabled ]] || fail "cryptobot.service is not enabled"
+service_is inactive || fail "cryptobot.service was started without a token (ActiveState=$(unit_prop ActiveState))"
+# shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
+ct_exec dpkg-query -W -f='${Conffiles}\n' cryptobot | grep -q '/etc/cryptobot/cryptobot.toml' \
+    || fail "/etc/cryptobot/cryptobot.toml is not a conffile"
+version=$(ct_exec cryptobot --version 2>&1) || fail "cryptobot --version failed: $version"
+ok "$version"
+
+step "unit hardening (systemd-analyze security)"
+exposure=$(ct_exec systemd-analyze security --no-pager cryptobot.service 2>&1 | sed -n 's/.*Overall exposure level for cryptobot.service: \([0-9.]*\).*/\1/p')
+[[ -n $exposure ]] || fail "systemd-analyze security printed no exposure level"
+awk -v e="$exposure" 'BEGIN { exit !(e <= 1.5) }' || fail "exposure $exposure is above 1.5"
+ok "exposure $exposure"
+
+step "upgrade keeps an administrator's disable, prints no hint"
+ct_exec systemctl disable --quiet cryptobot.service
+out=$(ct_exec dpkg -i /tmp/cryptobot.deb 2>&1) || { printf '%s\n' "$out" >&2; fail "dpkg -i (reinstall) failed"; }
+! printf '%s\n' "$out" | grep -qF "$HINT" || fail "the hint was printed again on upgrade"
+[[ $(ct_exec systemctl is-enabled cryptobot.service || true) == disabled ]] || fail "upgrade re-enabled a disabled unit"
+ct_exec systemctl enable --quiet cryptobot.service
+ok
+
+if ((!packaging_only)); then
+    step "token and Bot API drop-in"
+    ct_copy_in "$WORK/token" /etc/cryptobot/token 0600
+    printf '[Service]\nEnvironment=CRYPTOBOT_API_URL=%s\n' "$API" >"$WORK/test.conf"
+    ct_copy_in "$WORK/test.conf" /etc/systemd/system/cryptobot.service.d/test.conf 0644
+    ct_exec systemctl daemon-reload
+    ok
+
+    step "start → active"
+    t0=$(ct_now)
+    if ! ct_exec timeout 60 systemctl start cryptobot.service; then
+        fail "systemctl start cryptobot failed"
+    fi
+    service_is active || fail "not active after start (ActiveState=$(unit_prop ActiveState))"
+    ok "start → active in $(ct_since "$t0") s, MainPID $(unit_prop MainPID)"
+
+    step "/ping → pong"
+    inject_ping
+    wait_for 15 "\"pong\" in /control/bots/$BOT_ID/sent" pongs_at_least 1
+    ok
+
+    step "journal has structured BOT_ID fields"
+    # journald reads the service's stream asynchronously: give it a moment.
+    journal_has_bot_id() {
+        ct_exec journalctl -u cryptobot.service -o json --no-pager | grep -qF "\"BOT_ID\":\"$BOT_ID\""
+    }
+    if ! poll_until 5 journal_has_bot_id; then
+        log "the service's last journal entries, all fields:"
+        ct_exec journalctl -u cryptobot.service _PID="$(unit_prop MainPID)" -o verbose -n 2 --no-pager \
+            | sed 's/^/    /' >&2 || true
+        fail "no journal entry of cryptobot.service with BOT_ID=$BOT_ID within 5 s"
+    fi
+    ok
+
+    step "second instance is refused (exit 75, names the service's PID)"
+    main_pid=$(unit_prop MainPID)
+    status=0
+    out=$(ct_exec env CRYPTOBOT_RUNTIME_DIR=/run/cryptobot CRYPTOBOT_TOKEN_FILE=/etc/cryptobot/token \
+        CRYPTOBOT_API_URL="$API" CRYPTOBOT_STATE_DIR=/root/cryptobot-second \
+        timeout 30 cryptobot run 2>&1) || status=$?
+    printf '%s\n' "$out" | sed 's/^/    | /' >&2
+    [[ $status == 75 ]] || fail "second 'cryptobot run' exited $status, expected 75"
+    printf '%s\n' "$out" | grep -qw "$main_pid" || fail "the refusal does not name the service's MainPID $main_pid"
+    printf '%s\n' "$out" | grep -qF "cryptobot.service" || fail "the refusal does not name cryptobot.service"
+    ok
+
+    step "frozen process → watchdog restart → answers again"
+    watchdog=$(unit_prop WatchdogUSec)
+    case $watchdog in
+        *min* | *h* | *ms* | "") fail "unexpected WatchdogUSec '$watchdog'" ;;
+        *s) watchdog=${watchdog%s} ;;
+    esac
+    [[ $(unit_prop NRestarts) == 0 ]] || fail "NRestarts is $(unit_prop NRestarts) before the freeze, expected 0"
+    old_pid=$(unit_prop MainPID)
+    pongs_before=$(sent_pongs)
+    t0=$(ct_now)
+    ct_exec kill -STOP "$old_pid"
+    restarted() { [[ $(unit_prop NRestarts) -ge 1 ]] && service_is active && [[ $(unit_prop MainPID) != "$old_pid" ]]; }
+    wait_for $((watchdog + 5)) "NRestarts 0 → 1 and active again after SIGSTOP (WatchdogSec=${watchdog}s)" restarted
+    took=$(ct_since "$t0")
+    [[ $(unit_prop NRestarts) == 1 ]] || fail "NRestarts is $(unit_prop NRestarts) after one freeze, expected 1"
+    inject_ping
+    wait_for 15 "a \"pong\" from the restarted process" pongs_at_least $((pongs_before + 1))
+    ok "SIGSTOP → active again in $took s, new MainPID $(unit_prop MainPID)"
+
+    step "reload (SIGHUP) keeps the bot running"
+    pid=$(unit_prop MainPID)
+    restarts=$(unit_prop NRestarts)
+    pongs_before=$(sent_pongs)
+    ct_exec timeout 30 systemctl reload cryptobot.service || fail "systemctl reload failed"
+    inject_ping
+    wait_for 15 "a \"pong\" after the reload" pongs_at_least $((pongs_before + 1))
+    service_is active || fail "not active after reload (ActiveState=$(unit_prop ActiveState), Result=$(unit_prop Result))"
+    [[ $(unit_prop MainPID) == "$pid" ]] || fail "reload replaced the process ($pid → $(unit_prop MainPID))"
+    [[ $(unit_prop NRestarts) == "$restarts" ]] || fail "reload counted as a restart"
+    ok
+
+    step "stop → Result=success, exit 0, lock free"
+    t0=$(ct_now)
+    ct_exec timeout 45 systemctl stop cryptobot.service || fail "systemctl stop failed"
+    took=$(ct_since "$t0")
+    result=$(unit_prop Result)
+    exit_status=$(unit_prop ExecMainStatus)
+    [[ $result == success ]] || fail "Result=$result after stop, expected success"
+    [[ $exit_status == 0 ]] || fail "ExecMainStatus=$exit_status after stop, expected 0"
+    lock=/run/cryptobot/bot-$BOT_ID.lock
+    ct_exec test -e "$lock" || fail "$lock is gone (the runtime directory must be preserved)"
+    ct_exec flock -n "$lock" true || fail "$lock is still locked after stop"
+    ok "stop in $took s"
+
+    step "the token never appears in the journal"
+    if ct_exec journalctl -o export --no-pager | grep -qaF "$SECRET"; then
+        fail "the token's secret part is in the journal"
+    fi
+    ok
+
+    step "remove while running → stopped; install again → running again"
+    ct_exec timeout 60 systemctl start cryptobot.service || fail "systemctl start failed"
+    out=$(ct_exec apt-get remove -y -q cryptobot 2>&1) || { printf '%s\n' "$out" >&2; fail "apt-get remove failed"; }
+    service_is inactive || fail "still $(unit_prop ActiveState) after apt-get remove"
+    ! ct_exec pgrep -x cryptobot >/dev/null || fail "a cryptobot process survived apt-get remove"
+    ct_exec test -e /etc/cryptobot/token || fail "apt-get remove deleted the token (only purge may)"
+    out=$(ct_exec apt-get install -y -q /tmp/cryptobot.deb 2>&1) || { printf '%s\n' "$out" >&2; fail "apt-get install again failed"; }
+    service_is active || fail "not running again after reinstall with a token (ActiveState=$(unit_prop ActiveState))"
+    ok "purge below must stop it"
+fi
+
+step "purge leaves nothing behind"
+out=$(ct_exec apt-get purge -y -q cryptobot 2>&1) || { printf '%s\n' "$out" >&2; fail "apt-get purge failed"; }
+out=${out//$'\r'/}
+printf '%s\n' "$out" | sed 's/^/    | /' >&2
+for path in /etc/cryptobot /var/lib/cryptobot /run/cryptobot /usr/bin/cryptobot \
+    /lib/systemd/system/cryptobot.service /lib/systemd/system/cryptobot@.service \
+    /etc/systemd/system/multi-user.target.wants/cryptobot.service /etc/systemd/system/cryptobot.service.d; do
+    if ct_exec test -e "$path" || ct_exec test -L "$path"; then
+        fail "$path is still there after purge"
+    fi
+done
+! ct_exec getent passwd cryptobot >/dev/null || fail "user cryptobot is still there after purge"
+! ct_exec getent group cryptobot >/dev/null || fail "group cryptobot is still there after purge"
+[[ $(unit_prop LoadState) == not-found ]] || fail "cryptobot.service is still known to systemd (LoadState=$(unit_prop LoadState))"
+if ct_exec pgrep -x cryptobot >/dev/null; then
+    fail "a cryptobot process is still running after purge"
+fi
+ok
+
+step "stop container"
+ct_stop || fail "the container left something behind"
+ok
+
+log "summary:"
+printf '    %s\n' "${STEPS_DONE[@]}" >&2
+if ((packaging_only)); then
+    log "packaging steps only (--packaging-only): the bot steps were not run"
+fi
+echo "tracer bullet: ${#STEPS_DONE[@]} passed, 0 failed"

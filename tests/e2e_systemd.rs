@@ -1,0 +1,117 @@
+//! End-to-end scenarios on a real, booted systemd: each test runs one script of `tests/e2e/` (a throwaway
+//! `systemd-nspawn` container whose root is an overlay of this host, see `tests/e2e/container.sh`), streams
+//! its output live, and fails with its last lines when it fails.
+//!
+//! They need root and `systemd-nspawn` (Debian package `systemd-container`), so they are `#[ignore]`d:
+//! a plain `cargo test` / `cargo nextest run` reports them as skipped. The test command
+//! (`tests/run-all.sh`) runs them as root with `--run-ignored all`. Asked to run without root or
+//! systemd-nspawn, a scenario fails with one line saying why: it never passes without having run.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// How many of the script's last output lines a failure shows.
+const TAIL_LINES: usize = 60;
+
+/// One scenario at a time: each builds with cargo and boots a container on the shared host network.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Why the e2e cannot run on this machine, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("needs root (systemd-nspawn, mounts, cgroups)".to_owned());
+    }
+    for program in ["systemd-nspawn", "nsenter", "unshare", "curl", "flock"] {
+        if !in_path(program) {
+            return Some(format!(
+                "{program} not found (apt-get install systemd-container util-linux curl)"
+            ));
+        }
+    }
+    None
+}
+
+/// Copies `from` line by line to this process's stderr (live, not captured by the test harness) and
+/// into the shared tail buffer.
+fn pump(
+    from: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            let mut tail = tail.lock().unwrap();
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    })
+}
+
+/// Runs `tests/e2e/<script> <args>` and panics with its last lines if it fails.
+fn run_scenario(script: &str, args: &[&str]) {
+    if let Some(why) = missing_prerequisite() {
+        let ci = if under_ci() { " (CI=true requires it)" } else { "" };
+        panic!("e2e {script} cannot run here{ci}: {why}; run the test command as root: sudo bash tests/run-all.sh");
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    let mut child = Command::new("bash")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start bash {script}: {e}"));
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let pumps = [
+        pump(child.stdout.take().unwrap(), Arc::clone(&tail)),
+        pump(child.stderr.take().unwrap(), Arc::clone(&tail)),
+    ];
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {script}: {e}"));
+    for p in pumps {
+        let _ = p.join();
+    }
+    if !status.success() {
+        let tail: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+        panic!(
+            "e2e {script} {} failed ({status}); its last lines:\n{}",
+            args.join(" "),
+            tail.join("\n")
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and systemd-nspawn; run by the test command as root (see README)"]
+fn container_harness_boots_and_leaves_nothing_behind() {
+    run_scenario("container.sh", &["selftest", "2"]);
+}
+
+#[test]
+#[ignore = "needs root and systemd-nspawn; run by the test command as root (see README)"]
+fn tracer_bullet_install_serve_restart_stop_purge() {
+    run_scenario("tracer-bullet.sh", &[]);
+}

@@ -1,0 +1,404 @@
+//! Everything the fake remembers, per bot: the update queue and confirmed offset, the pending
+//! `getUpdates` polls (to answer the older one 409), counters, queued faults, the send limits, the
+//! webhook and the command lists. Plain data and synchronous logic: no I/O and no waiting here;
+//! [`crate::shared::Shared`] guards it with one mutex and wakes whoever waits on a change.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::api_error::ApiError;
+use crate::objects;
+use crate::ratelimit::SendLimits;
+use crate::types::{Fault, SentMessage, Stats};
+
+mod webhooks;
+
+pub(crate) use webhooks::{SetWebhook, Webhook, WebhookSet};
+
+/// Telegram's maximum text length for `sendMessage`.
+const MAX_TEXT_CHARS: usize = 4096;
+/// Update kinds Telegram leaves out unless `allowed_updates` names them.
+const OPT_IN_UPDATES: &[&str] = &["chat_member", "message_reaction", "message_reaction_count"];
+
+/// A repeated `getUpdates` offset within this long waits at least this long (see `start_poll`).
+const REPEATED_OFFSET_MIN_WAIT: Duration = Duration::from_secs(3);
+/// A repeated `getUpdates` offset within this long gets at most one update.
+const REPEATED_OFFSET_ONE_UPDATE: Duration = Duration::from_millis(500);
+
+/// The parameters of one `getUpdates`, which `start_poll` may adjust as Telegram does.
+#[derive(Debug)]
+pub(crate) struct PollRequest {
+    /// The raw `offset` (0 when absent).
+    pub(crate) offset: i64,
+    pub(crate) limit: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) allowed_updates: Option<Vec<String>>,
+}
+
+/// How a pending `getUpdates` ends.
+#[derive(Debug)]
+pub(crate) enum PollAnswer {
+    Updates(Vec<Value>),
+    Error(ApiError),
+}
+
+/// The whole fake: bots by id, and which token belongs to which bot.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) bots: BTreeMap<i64, BotState>,
+    tokens: HashMap<String, i64>,
+    pub(crate) rate_limits: bool,
+    /// Bumped on every change, for the waits of the synchronous handle.
+    pub(crate) generation: u64,
+}
+
+impl State {
+    /// Accepts `token` from now on and returns its bot id (the token's numeric prefix). A new token
+    /// for a known bot id replaces the old one, which then answers 401 (like a revoked token).
+    pub(crate) fn add_bot(&mut self, token: &str, username: &str) -> Result<i64, String> {
+        let id = bot_id_of_token(token)?;
+        let username = match username.trim_start_matches('@') {
+            "" => format!("fake{id}_bot"),
+            name => name.to_owned(),
+        };
+        let bot = self
+            .bots
+            .entry(id)
+            .or_insert_with(|| BotState::new(id, token));
+        if bot.token != token {
+            self.tokens.remove(&bot.token);
+            bot.token = token.to_owned();
+        }
+        bot.username = username;
+        self.tokens.insert(token.to_owned(), id);
+        Ok(id)
+    }
+
+    pub(crate) fn bot_id_for_token(&self, token: &str) -> Option<i64> {
+        self.tokens.get(token).copied()
+    }
+
+    pub(crate) fn bot(&mut self, bot_id: i64) -> Result<&mut BotState, String> {
+        self.bots
+            .get_mut(&bot_id)
+            .ok_or_else(|| format!("fake-bot-api: no bot with id {bot_id} (add_bot it first)"))
+    }
+
+    pub(crate) fn set_rate_limits(&mut self, enabled: bool) {
+        self.rate_limits = enabled;
+        for bot in self.bots.values_mut() {
+            bot.limits = SendLimits::new();
+        }
+    }
+}
+
+/// `<bot id>:<secret>`, the id a positive integer and the secret made of `[A-Za-z0-9_-]`.
+/// (Real secrets are 35 characters long; the fake accepts any length so tests can stay short.)
+pub(crate) fn bot_id_of_token(token: &str) -> Result<i64, String> {
+    // The token itself is never echoed: error messages end up in logs.
+    let invalid = || "invalid bot token (expected <bot id>:<[A-Za-z0-9_-]+>)".to_owned();
+    let (id, secret) = token.split_once(':').ok_or_else(invalid)?;
+    let secret_ok = !secret.is_empty()
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match id.parse::<i64>() {
+        Ok(n) if n > 0 && secret_ok && id.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(invalid()),
+    }
+}
+
+/// One bot: what it has been sent, what it sent, and how it behaved.
+#[derive(Debug)]
+pub(crate) struct BotState {
+    pub(crate) id: i64,
+    pub(crate) username: String,
+    token: String,
+    queue: VecDeque<(i64, Value)>,
+    next_update_id: i64,
+    stats: Stats,
+    pub(crate) sent: Vec<SentMessage>,
+    /// Chats the bot may write to (someone wrote from them) → the last message id used in them.
+    chats: HashMap<i64, i64>,
+    blocked: HashSet<i64>,
+    faults: HashMap<&'static str, VecDeque<(Fault, u32)>>,
+    limits: SendLimits,
+    next_poll_id: u64,
+    /// The raw offset and start of the last `getUpdates` (Telegram adjusts a repeated one).
+    previous_poll: Option<(i64, Instant)>,
+    /// The newest pending `getUpdates`; an older one still pending is in `superseded`.
+    current_poll: Option<u64>,
+    superseded: HashSet<u64>,
+    /// The last `allowed_updates` given (Telegram remembers it across calls).
+    allowed_updates: Option<Vec<String>>,
+    pub(crate) webhook: Option<Webhook>,
+    webhook_generation: u64,
+    last_set_webhook: Option<Instant>,
+    commands: BTreeMap<String, Value>,
+}
+
+impl BotState {
+    fn new(id: i64, token: &str) -> Self {
+        Self {
+            id,
+            username: String::new(),
+            token: token.to_owned(),
+            queue: VecDeque::new(),
+            next_update_id: 1,
+            stats: Stats::default(),
+            sent: Vec::new(),
+            chats: HashMap::new(),
+            blocked: HashSet::new(),
+            faults: HashMap::new(),
+            limits: SendLimits::new(),
+            next_poll_id: 1,
+            previous_poll: None,
+            current_poll: None,
+            superseded: HashSet::new(),
+            allowed_updates: None,
+            webhook: None,
+            webhook_generation: 0,
+            last_set_webhook: None,
+            commands: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            pending_updates: self.queue.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Counts a call of `method` (for the counters that exist) and takes the next queued fault.
+    pub(crate) fn begin_call(&mut self, method: &'static str) -> Option<Fault> {
+        match method {
+            "getUpdates" => self.stats.get_updates_calls += 1,
+            "sendMessage" => self.stats.send_message_calls += 1,
+            _ => {}
+        }
+        let queue = self.faults.get_mut(method)?;
+        let (fault, left) = queue.front_mut()?;
+        let fault = *fault;
+        *left -= 1;
+        if *left == 0 {
+            queue.pop_front();
+        }
+        if matches!(fault, Fault::TooManyRequests { .. }) {
+            self.stats.rate_limited_429 += 1;
+        }
+        Some(fault)
+    }
+
+    /// Queues `fault` for the next `count` calls of `method`, after the faults already queued.
+    pub(crate) fn add_fault(&mut self, method: &'static str, fault: Fault, count: u32) {
+        if count > 0 {
+            self.faults
+                .entry(method)
+                .or_default()
+                .push_back((fault, count));
+        }
+    }
+
+    pub(crate) fn block_chat(&mut self, chat_id: i64, blocked: bool) {
+        if blocked {
+            self.blocked.insert(chat_id);
+        } else {
+            self.blocked.remove(&chat_id);
+        }
+    }
+
+    /// Queues a text message from the user of `chat_id`; returns its update id.
+    pub(crate) fn inject_message(&mut self, chat_id: i64, text: &str) -> i64 {
+        let message_id = self.next_message_id(chat_id);
+        let message =
+            objects::text_message(message_id, chat_id, objects::human_user(chat_id), text);
+        self.push_update(json!({ "message": message }))
+    }
+
+    /// Queues any update (an object without `update_id`); assigns and returns its update id.
+    pub(crate) fn push_update(&mut self, mut update: Value) -> i64 {
+        let id = self.next_update_id;
+        self.next_update_id += 1;
+        if let Value::Object(map) = &mut update {
+            map.insert("update_id".into(), id.into());
+        }
+        let mut chats = Vec::new();
+        objects::chats_in(&update, &mut chats);
+        for chat in chats {
+            self.chats.entry(chat).or_insert(0);
+        }
+        self.queue.push_back((id, update));
+        id
+    }
+
+    fn next_message_id(&mut self, chat_id: i64) -> i64 {
+        let last = self.chats.entry(chat_id).or_insert(0);
+        *last += 1;
+        *last
+    }
+
+    /// getUpdates' `offset`: a positive one confirms every update below it; a negative one keeps
+    /// only the last `-offset` updates and forgets the rest; 0 confirms nothing.
+    fn confirm(&mut self, offset: i64) {
+        let keep_from = if offset < 0 {
+            let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
+            let drop = self.queue.len().saturating_sub(keep);
+            match self.queue.get(drop) {
+                Some((id, _)) => *id,
+                None => self.next_update_id,
+            }
+        } else {
+            offset
+        };
+        let before = self.queue.len();
+        self.queue.retain(|(id, _)| *id >= keep_from);
+        if offset > 0 || self.queue.len() < before {
+            self.stats.confirmed_offset = self.stats.confirmed_offset.max(keep_from);
+        }
+    }
+
+    fn is_allowed(&self, update: &Value) -> bool {
+        let kind = objects::update_kind(update).unwrap_or("");
+        match &self.allowed_updates {
+            Some(allowed) if !allowed.is_empty() => allowed.iter().any(|a| a == kind),
+            _ => !OPT_IN_UPDATES.contains(&kind),
+        }
+    }
+
+    fn set_allowed_updates(&mut self, allowed: Option<Vec<String>>) {
+        if allowed.is_some() {
+            self.allowed_updates = allowed;
+        }
+    }
+
+    /// Up to `limit` unconfirmed updates, oldest first, counted in `deliveries`. Updates of a kind
+    /// the bot did not ask for are dropped, as Telegram never stores them.
+    fn take_batch(&mut self, limit: usize) -> Vec<Value> {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue = queue
+            .into_iter()
+            .filter(|(_, u)| self.is_allowed(u))
+            .collect();
+        let batch: Vec<(i64, Value)> = self.queue.iter().take(limit).cloned().collect();
+        batch
+            .into_iter()
+            .map(|(id, update)| {
+                *self.stats.deliveries.entry(id).or_insert(0) += 1;
+                update
+            })
+            .collect()
+    }
+
+    /// A `getUpdates` arrives: adjust it as Telegram does, confirm its offset and make it the
+    /// newest poll (an older pending one will be answered 409). Returns its poll id, or the
+    /// answer when a webhook is set.
+    ///
+    /// Telegram's server (telegram-bot-api, `process_get_updates_query`) treats a call with the
+    /// same raw `offset` as the previous call specially: within 3 s of that call's start, a
+    /// `timeout` below 3 is raised to 3 s; within 0.5 s, `limit` becomes 1.
+    pub(crate) fn start_poll(
+        &mut self,
+        request: &mut PollRequest,
+        now: Instant,
+    ) -> Result<u64, ApiError> {
+        if self.webhook.is_some() {
+            self.stats.webhook_conflicts_409 += 1;
+            return Err(ApiError::conflict_webhook());
+        }
+        self.set_allowed_updates(request.allowed_updates.take());
+        if let Some((offset, at)) = self.previous_poll
+            && offset == request.offset
+        {
+            let since = now.saturating_duration_since(at);
+            if since < REPEATED_OFFSET_MIN_WAIT && request.timeout < REPEATED_OFFSET_MIN_WAIT {
+                request.timeout = REPEATED_OFFSET_MIN_WAIT;
+            }
+            if since < REPEATED_OFFSET_ONE_UPDATE {
+                request.limit = 1;
+            }
+        }
+        self.previous_poll = Some((request.offset, now));
+        if request.offset != 0 {
+            self.confirm(request.offset);
+        }
+        let poll = self.next_poll_id;
+        self.next_poll_id += 1;
+        if let Some(older) = self.current_poll.replace(poll) {
+            self.superseded.insert(older);
+        }
+        self.stats.active_polls += 1;
+        self.stats.max_concurrent_polls =
+            self.stats.max_concurrent_polls.max(self.stats.active_polls);
+        Ok(poll)
+    }
+
+    /// The answer for pending poll `poll` if it has one now: 409 if a newer poll came, the updates
+    /// if there are some, or (when `give_up`, the long-poll timeout being over) an empty list.
+    pub(crate) fn poll_answer(
+        &mut self,
+        poll: u64,
+        limit: usize,
+        give_up: bool,
+    ) -> Option<PollAnswer> {
+        if self.superseded.remove(&poll) {
+            self.stats.conflicts_409 += 1;
+            return Some(PollAnswer::Error(ApiError::conflict_other_poller()));
+        }
+        if self.webhook.is_some() {
+            self.stats.webhook_conflicts_409 += 1;
+            return Some(PollAnswer::Error(ApiError::conflict_set_webhook()));
+        }
+        let batch = self.take_batch(limit);
+        (!batch.is_empty() || give_up).then_some(PollAnswer::Updates(batch))
+    }
+
+    /// Poll `poll` is over: answered, or its client went away.
+    pub(crate) fn end_poll(&mut self, poll: u64) {
+        self.stats.active_polls = self.stats.active_polls.saturating_sub(1);
+        self.superseded.remove(&poll);
+        if self.current_poll == Some(poll) {
+            self.current_poll = None;
+        }
+    }
+
+    /// `sendMessage`: validates, applies the send limits when `rate_limits`, and records the
+    /// message. Returns the sent `Message` object.
+    pub(crate) fn send_message(
+        &mut self,
+        chat_id: i64,
+        text: &str,
+        rate_limits: bool,
+        now: Instant,
+    ) -> Result<Value, ApiError> {
+        if text.trim().is_empty() {
+            return Err(ApiError::bad_request("message text is empty"));
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::bad_request("message is too long"));
+        }
+        if !self.chats.contains_key(&chat_id) {
+            return Err(ApiError::bad_request("chat not found"));
+        }
+        if self.blocked.contains(&chat_id) {
+            return Err(ApiError::new(403, "Forbidden: bot was blocked by the user"));
+        }
+        if rate_limits && let Err(retry_after) = self.limits.try_send(chat_id, now) {
+            self.stats.rate_limited_429 += 1;
+            return Err(ApiError::too_many_requests(retry_after));
+        }
+        let message_id = self.next_message_id(chat_id);
+        let from = objects::bot_user(self.id, &self.username);
+        let message = objects::text_message(message_id, chat_id, from, text);
+        let at = SystemTime::now();
+        self.sent.push(SentMessage {
+            message_id,
+            chat_id,
+            text: text.to_owned(),
+            at,
+        });
+        Ok(message)
+    }
+}
