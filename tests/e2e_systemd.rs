@@ -67,8 +67,14 @@ fn pump(
 /// Runs `tests/e2e/<script> <args>` and panics with its last lines if it fails.
 fn run_scenario(script: &str, args: &[&str]) {
     if let Some(why) = missing_prerequisite() {
-        let ci = if under_ci() { " (CI=true requires it)" } else { "" };
-        panic!("e2e {script} cannot run here{ci}: {why}; run the test command as root: sudo bash tests/run-all.sh");
+        let ci = if under_ci() {
+            " (CI=true requires it)"
+        } else {
+            ""
+        };
+        panic!(
+            "e2e {script} cannot run here{ci}: {why}; run the test command as root: sudo bash tests/run-all.sh"
+        );
     }
     let _serial = SERIAL
         .lock()
