@@ -18,7 +18,7 @@ fn survive(method: &str, fault: Fault) {
     let id = api.add_bot(&token, "fault_bot");
     // Injected before the start, so the very first calls meet the fault (a long poll already
     // pending when a fault is injected would not).
-    api.inject_fault(id, method, fault.clone(), 2);
+    api.inject_fault(id, method, fault, 2);
     let host = Host::new(&token, &api.url());
     let notify = NotifySocket::new();
     let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_POLL_TIMEOUT", "1")]);
