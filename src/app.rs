@@ -1,10 +1,11 @@
 //! `cryptobot run`: the order in which the guarantees are put in place.
 //!
-//! 1. lock (G1) — before any Telegram call;
+//! 1. lock (G1) — before any Telegram call; then the state store (the last handled update, G4);
 //! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded;
 //! 3. READY=1, the supervisor (STATUS=, WATCHDOG= fed by the loop's liveness: G5, status file);
 //! 4. the update loop until SIGTERM/SIGINT or a fatal failure;
-//! 5. STOPPING=1, confirm the offset (G3), then release in reverse order: supervisor, client, lock.
+//! 5. STOPPING=1, then close in reverse order of opening (`shutdown::Cleanup`): confirm the offset (G3),
+//!    stop the supervisor, close the state store; the lock is released last, when `run` returns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,13 +20,14 @@ use crate::instance::holder;
 use crate::instance::status_file::StatusFile;
 use crate::live_status::{LiveStatus, State};
 use crate::reload::{self, ReloadSource};
-use crate::shutdown;
+use crate::shutdown::{self, Cleanup};
+use crate::store::Store;
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::{self, Liveness};
 use crate::telegram::backoff::Backoff;
 use crate::telegram::client::Client;
 use crate::telegram::errors::FailureKind;
-use crate::telegram::poller::{Poller, PollerOptions};
+use crate::telegram::poller::{Poller, PollerOptions, confirm_offset};
 
 /// Attempts at `getMe` before giving up at start (Telegram or the network is down).
 const GET_ME_ATTEMPTS: u32 = 5;
@@ -60,16 +62,57 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
         .map_err(|e| Failure::software(format!("cannot install signal handlers: {e}")))?;
     reload::spawn_reload_listener(reload, config.clone(), notifier.clone(), cancel.clone())
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
+    let mut cleanup = Cleanup::new();
+    let outcome = serve_until_stopped(config, guard, &notifier, &cancel, &mut cleanup).await;
+    // Whatever ended the run: STOPPING=1, then close everything newest first, each step bounded.
+    notifier.stopping();
+    cancel.cancel();
+    let failed = cleanup.run(CLOSE_STEP_BOUND).await;
+    if failed.is_empty() {
+        tracing::info!(bot_id, "stopped cleanly");
+    } else {
+        tracing::warn!(bot_id, "stopped; these steps failed: {}", failed.join(", "));
+    }
+    outcome
+}
 
-    let watchdog_timeout = notifier.watchdog_timeout();
-    let poll_timeout = watchdog::poll_timeout_for(config.settings.poll_timeout, watchdog_timeout);
-    let client = Client::new(&config.token, &config.settings.api_url, poll_timeout)?;
+/// Bound of each closing step; with the drain of the update in hand, a stop stays under
+/// `shutdown::STOP_BOUND` and the unit's `TimeoutStopSec=`.
+const CLOSE_STEP_BOUND: Duration = Duration::from_secs(5);
+
+/// Opens the resources (registering their closing in `cleanup`), then polls until stopped.
+async fn serve_until_stopped(
+    config: &Config,
+    guard: &InstanceGuard,
+    notifier: &Notifier,
+    cancel: &CancellationToken,
+    cleanup: &mut Cleanup,
+) -> Result<()> {
+    let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
     let liveness = Arc::new(Liveness::new());
     let status_file = StatusFile::new(guard.runtime_dir(), bot_id);
     write_status(&status_file, &status);
 
-    let Some(me) = get_me(&client, &cancel, &status, &liveness).await? else {
+    let store = Store::open(&config.settings.state_dir).await?;
+    let handled_before = store.last_handled(bot_id).await.map_err(|e| {
+        Failure::io(format!(
+            "state database {}: cannot read it ({e})",
+            store.path().display()
+        ))
+    })?;
+    {
+        let store = store.clone();
+        cleanup.push("state store", move || async move {
+            store.close().await;
+            Ok(())
+        });
+    }
+
+    let watchdog_timeout = notifier.watchdog_timeout();
+    let poll_timeout = watchdog::poll_timeout_for(config.settings.poll_timeout, watchdog_timeout);
+    let client = Client::new(&config.token, &config.settings.api_url, poll_timeout)?;
+    let Some(me) = get_me(&client, cancel, &status, &liveness).await? else {
         return Ok(()); // stopped before Telegram answered
     };
     tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
@@ -103,6 +146,13 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
         watchdog_timeout,
         cancel.clone(),
     ));
+    {
+        let status = Arc::clone(&status);
+        cleanup.push("supervisor", move || async move {
+            status.set_state(State::Stopping);
+            supervisor.await.map_err(|e| e.to_string())
+        });
+    }
 
     let context = Context {
         username: me.username().to_owned(),
@@ -117,39 +167,44 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
         config.settings.conflict,
         config.settings.delete_webhook,
     );
+    if let Some(before) = handled_before {
+        tracing::info!(
+            bot_id,
+            update_id = before,
+            "the last update handled by an earlier process"
+        );
+    }
     let mut poller = Poller::new(
-        client,
+        client.clone(),
         options,
         Arc::clone(&liveness),
         Arc::clone(&status),
         context,
         bot_id,
+        store,
+        handled_before,
     );
+    {
+        let offset = poller.offset_cell();
+        cleanup.push("offset confirmation", move || async move {
+            match confirm_offset(&client, &offset).await {
+                Ok(Some(next)) => {
+                    tracing::info!(bot_id, offset = next, "offset confirmed to Telegram");
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(format!(
+                    "{e}; the next start skips what was handled, from the state store"
+                )),
+            }
+        });
+    }
     tracing::info!(
         bot_id,
         poll_timeout_s = poll_timeout.as_secs(),
         "polling for updates"
     );
-    let outcome = poller.run(&cancel).await;
-
-    // Stop: whatever ended the loop, confirm what was handled so no successor handles it again.
-    notifier.stopping();
-    status.set_state(State::Stopping);
-    cancel.cancel();
-    match poller.confirm_offset().await {
-        Ok(()) => tracing::info!(
-            bot_id,
-            offset = poller.offset(),
-            "offset confirmed to Telegram"
-        ),
-        Err(e) => tracing::warn!(
-            bot_id,
-            "could not confirm the offset ({e}); the next start may see the last updates again"
-        ),
-    }
-    let _ = supervisor.await;
-    tracing::info!(bot_id, updates = status.handled(), "stopped");
-    outcome
+    poller.run(cancel).await
 }
 
 /// `getMe` with a few retries for network faults; a rejected token is fatal at once.

@@ -29,5 +29,6 @@ pub mod live_status;
 pub mod reload;
 pub mod secret;
 pub mod shutdown;
+pub mod store;
 pub mod systemd;
 pub mod telegram;

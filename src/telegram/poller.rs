@@ -11,6 +11,7 @@
 //! - A fault of Telegram or the network never ends the loop: it retries with backoff, STATUS "degraded".
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use teloxide::types::Update;
@@ -23,6 +24,7 @@ use crate::bot::{self, Context, Reply};
 use crate::config::{ConflictPolicy, OnConflict};
 use crate::exit::{Code, Failure};
 use crate::live_status::{LiveStatus, State};
+use crate::store::Store;
 use crate::systemd::watchdog::Liveness;
 
 /// Updates per `getUpdates` (the Bot API maximum).
@@ -84,12 +86,17 @@ pub struct Poller {
     status: Arc<LiveStatus>,
     context: Context,
     bot_id: u64,
-    /// The next update id to ask for; everything below it has been handled.
-    offset: Option<i32>,
+    /// The next update id to ask for (everything below it has been handled); shared with the closing
+    /// step that confirms it to Telegram. [`NO_OFFSET`] until the first update.
+    offset: Arc<AtomicI64>,
+    store: Store,
+    /// Updates up to this id were handled by an earlier process (from the store): skipped (G4).
+    handled_before: Option<i64>,
     conflict_count: ConflictCount,
 }
 
 impl Poller {
+    #[allow(clippy::too_many_arguments)] // one constructor call, in app.rs; each argument is a distinct role
     pub fn new(
         client: Client,
         options: PollerOptions,
@@ -97,6 +104,8 @@ impl Poller {
         status: Arc<LiveStatus>,
         context: Context,
         bot_id: u64,
+        store: Store,
+        handled_before: Option<i64>,
     ) -> Self {
         Self {
             client,
@@ -105,14 +114,21 @@ impl Poller {
             status,
             context,
             bot_id,
-            offset: None,
+            offset: Arc::new(AtomicI64::new(NO_OFFSET)),
+            store,
+            handled_before,
             conflict_count: ConflictCount::default(),
         }
     }
 
     /// The next offset (one past the last handled update), if any update was handled.
     pub fn offset(&self) -> Option<i32> {
-        self.offset
+        offset_of(&self.offset)
+    }
+
+    /// The shared offset, for the closing step that confirms it ([`confirm_offset`]).
+    pub fn offset_cell(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.offset)
     }
 
     /// Waits `delay` (declared to the watchdog) unless cancelled first. Returns false when cancelled.
@@ -140,7 +156,7 @@ impl Poller {
                 // Dropping the request closes its connection: the updates it may have carried stay
                 // unconfirmed, and the next poll (ours or a successor's) receives them.
                 () = cancel.cancelled() => break,
-                result = self.client.get_updates(self.offset, timeout, BATCH_LIMIT) => result,
+                result = self.client.get_updates(self.offset(), timeout, BATCH_LIMIT) => result,
             };
             self.liveness.beat();
             match result {
@@ -267,24 +283,45 @@ impl Poller {
         }
     }
 
-    /// Handles one update, then moves the offset past it.
+    /// Handles one update, records it in the store, then moves the offset past it. An update the store
+    /// says an earlier process already handled (it crashed before confirming) is skipped.
     async fn handle(&mut self, update: &Update, cancel: &CancellationToken) {
         let id = update.id.0;
-        let mut context = self.context.clone();
-        context.updates_handled = self.status.handled();
-        let replies = bot::handle_update(update, &context);
-        for reply in &replies {
-            self.send(reply, id, cancel).await;
+        if self
+            .handled_before
+            .is_some_and(|before| i64::from(id) <= before)
+        {
+            tracing::info!(
+                bot_id = self.bot_id,
+                update_id = id,
+                "skipping an update handled before a restart"
+            );
+        } else {
+            let mut context = self.context.clone();
+            context.updates_handled = self.status.handled();
+            let replies = bot::handle_update(update, &context);
+            for reply in &replies {
+                self.send(reply, id, cancel).await;
+            }
+            if let Err(e) = self.store.mark_handled(self.bot_id, i64::from(id)).await {
+                // Not fatal: the offset still moves; only a crash before the next confirm could repeat it.
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    update_id = id,
+                    "cannot record the update as handled in {}: {e}",
+                    self.store.path().display()
+                );
+            }
+            self.status.add_handled();
+            tracing::debug!(
+                bot_id = self.bot_id,
+                update_id = id,
+                replies = replies.len(),
+                "update handled"
+            );
         }
-        self.offset = Some(id as i32 + 1);
-        self.status.add_handled();
+        self.offset.store(i64::from(id) + 1, Ordering::Release);
         self.liveness.beat();
-        tracing::debug!(
-            bot_id = self.bot_id,
-            update_id = id,
-            replies = replies.len(),
-            "update handled"
-        );
     }
 
     /// Sends one reply with bounded retries; a reply that cannot be sent is logged and dropped so that
@@ -338,16 +375,27 @@ impl Poller {
             tokio::time::sleep(delay).await;
         }
     }
+}
 
-    /// G3: tells Telegram that everything below the offset is handled, so no successor receives it again.
-    pub async fn confirm_offset(&self) -> Result<(), ApiFailure> {
-        let Some(offset) = self.offset else {
-            return Ok(());
-        };
-        // timeout = 0 and limit = 1: returns at once; the update it may carry stays unconfirmed.
-        self.client
-            .get_updates(Some(offset), Duration::ZERO, 1)
-            .await
-            .map(drop)
-    }
+/// The offset cell's "no update handled yet".
+pub const NO_OFFSET: i64 = -1;
+
+fn offset_of(cell: &AtomicI64) -> Option<i32> {
+    let v = cell.load(Ordering::Acquire);
+    (v != NO_OFFSET).then(|| v as i32)
+}
+
+/// G3: tells Telegram that everything below the offset is handled, so no successor receives it again.
+pub async fn confirm_offset(
+    client: &Client,
+    offset: &AtomicI64,
+) -> Result<Option<i32>, ApiFailure> {
+    let Some(next) = offset_of(offset) else {
+        return Ok(None);
+    };
+    // timeout = 0 and limit = 1: returns at once; the update it may carry stays unconfirmed.
+    client
+        .get_updates(Some(next), Duration::ZERO, 1)
+        .await
+        .map(|_| Some(next))
 }
