@@ -52,8 +52,11 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_updates() 
         let notify = NotifySocket::new();
         let mut bot = host.spawn_run(Some(&notify), &[]);
         notify.wait_for("READY=1", T);
-        // Kill somewhere in the middle of handling: 0–60 ms after READY (the burst takes ~1 s or more).
-        std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
+        // Kill in the middle of a batch: after this process has answered a random 1–30 more updates
+        // (a batch holds up to 100, so they are handled but not yet confirmed to Telegram).
+        let answered = api.stats(id).send_message_calls;
+        let more = rng.u64(1..=30);
+        let _ = api.wait_until(id, |s| s.send_message_calls >= answered + more, Duration::from_secs(10));
         bot.signal(Signal::SIGKILL);
         bot.wait_exit(T);
         kills += 1;
