@@ -1,4 +1,4 @@
-//! The command line: `cryptobot [--config PATH] run | status | stop | check-config`.
+//! The command line: `cryptobot [--config PATH] run | status | stop | doctor | check-config`.
 //!
 //! Parses arguments, loads what each command needs, and turns every [`Failure`] into one line on stderr
 //! and its exit code (README.md lists them). Usage errors exit 64.
@@ -46,6 +46,8 @@ pub enum Command {
     },
     /// Validate the configuration and print the effective values (token redacted)
     CheckConfig,
+    /// Diagnose: config, token, webhook, lock holder, systemd unit, recent conflicts (exit 1 on problems)
+    Doctor,
 }
 
 /// The binary's entry point.
@@ -88,6 +90,13 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
             let config = Config::load(config_path, env)?;
             print!("{}", config.render());
             Ok(0)
+        }
+        Command::Doctor => {
+            let (dir, _) = inspect_target(config_path, env)?;
+            let (text, code) =
+                crate::doctor::report(&crate::doctor::examine(config_path, env, &dir));
+            print!("{text}");
+            Ok(code)
         }
         Command::Status => {
             let (dir, bot) = inspect_target(config_path, env)?;

@@ -14,7 +14,10 @@
 //!   the offset only after a handler finished and confirms it on shutdown (G3).
 //! - [`bot`]: the commands the bot answers.
 //! - [`app`]: `cryptobot run`, which wires the above together in the order the guarantees need.
-//! - [`cli`]: the command line (`run`, `status`, `stop`, `check-config`).
+//! - [`cli`]: the command line (`run`, `status`, `stop`, `doctor`, `check-config`).
+//! - [`doctor`]: the diagnosis report: config, token, webhook, lock holder, unit, recent conflicts.
+//! - [`store`]: the SQLite state (last handled update), [`shutdown`]: signals and ordered closing,
+//!   [`reload`]: SIGHUP, [`live_status`]: what the running instance reports about itself.
 //! - [`exit`]: the sysexits-style exit codes, documented in README.md.
 //!
 //! Linux only: the guard relies on `flock(2)`, `/proc/locks` and `/proc/<pid>/cgroup`.
@@ -23,6 +26,7 @@ pub mod app;
 pub mod bot;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod exit;
 pub mod instance;
 pub mod live_status;

@@ -56,7 +56,11 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_updates() 
         // (a batch holds up to 100, so they are handled but not yet confirmed to Telegram).
         let answered = api.stats(id).send_message_calls;
         let more = rng.u64(1..=30);
-        let _ = api.wait_until(id, |s| s.send_message_calls >= answered + more, Duration::from_secs(10));
+        let _ = api.wait_until(
+            id,
+            |s| s.send_message_calls >= answered + more,
+            Duration::from_secs(10),
+        );
         bot.signal(Signal::SIGKILL);
         bot.wait_exit(T);
         kills += 1;
