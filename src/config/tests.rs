@@ -165,3 +165,31 @@ fn render_redacts_the_token() {
     assert!(out.contains("token = \"123456:<redacted>\""), "{out}");
     assert!(!out.contains("AAHdq"), "{out}");
 }
+
+#[test]
+fn the_shipped_config_file_documents_valid_keys_with_their_defaults() {
+    let shipped = include_str!("../../packaging/cryptobot.toml");
+    // Uncomment every `#key = value` line: the result must load and equal the built-in defaults.
+    let uncommented: String = shipped
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| {
+            l.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(uncommented.lines().count() >= 10, "{uncommented}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "shipped.toml", &uncommented);
+    let mut env = base_env(dir.path());
+    env.retain(|(k, _)| k == "HOME");
+    let from_file = Settings::load(Some(&file), &env_of(&env)).unwrap();
+    let defaults = Settings::load(None, &env_of(&env)).unwrap();
+    assert_eq!(from_file.api_url, defaults.api_url);
+    assert_eq!(from_file.poll_timeout, defaults.poll_timeout);
+    assert_eq!(from_file.conflict, defaults.conflict);
+    assert_eq!(from_file.delete_webhook, defaults.delete_webhook);
+    assert_eq!(from_file.log, defaults.log);
+}

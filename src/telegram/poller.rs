@@ -382,7 +382,7 @@ pub const NO_OFFSET: i64 = -1;
 
 fn offset_of(cell: &AtomicI64) -> Option<i32> {
     let v = cell.load(Ordering::Acquire);
-    (v != NO_OFFSET).then(|| v as i32)
+    (v != NO_OFFSET).then_some(v as i32)
 }
 
 /// G3: tells Telegram that everything below the offset is handled, so no successor receives it again.
