@@ -8,13 +8,18 @@
 //!    stop the supervisor, close the state store; the lock is released last, when `run` returns.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bot::Context;
+use crate::bot::alerts;
+use crate::bot::outbound::{Limits, Outbound, Wake};
+use crate::bot::prices::{CoinGecko, CoinMap};
+use crate::bot::service::BotSettings;
+use crate::bot::{Context, Service};
 use crate::config::Config;
-use crate::exit::{Failure, Result};
+use crate::exit::{Code, Failure, Result};
 use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
 use crate::instance::status_file::StatusFile;
@@ -63,7 +68,9 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
     reload::spawn_reload_listener(reload, config.clone(), notifier.clone(), cancel.clone())
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
     let mut cleanup = Cleanup::new();
-    let outcome = serve_until_stopped(config, guard, &notifier, &cancel, &mut cleanup).await;
+    let restart = Arc::new(AtomicBool::new(false));
+    let outcome =
+        serve_until_stopped(config, guard, &notifier, &cancel, &mut cleanup, &restart).await;
     // Whatever ended the run: STOPPING=1, then close everything newest first, each step bounded.
     notifier.stopping();
     cancel.cancel();
@@ -72,6 +79,12 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
         tracing::info!(bot_id, "stopped cleanly");
     } else {
         tracing::warn!(bot_id, "stopped; these steps failed: {}", failed.join(", "));
+    }
+    if outcome.is_ok() && restart.load(Ordering::SeqCst) {
+        return Err(Failure::new(
+            Code::Restart,
+            "stopped for the restart an admin asked for (/restart); systemd starts the service again",
+        ));
     }
     outcome
 }
@@ -87,6 +100,7 @@ async fn serve_until_stopped(
     notifier: &Notifier,
     cancel: &CancellationToken,
     cleanup: &mut Cleanup,
+    restart: &Arc<AtomicBool>,
 ) -> Result<()> {
     let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
@@ -160,7 +174,7 @@ async fn serve_until_stopped(
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
         started: status.started,
-        updates_handled: 0,
+        role: "single instance (flock)",
     };
     let options = PollerOptions::new(
         poll_timeout,
@@ -174,14 +188,67 @@ async fn serve_until_stopped(
             "the last update handled by an earlier process"
         );
     }
+
+    // Every message leaves through the outbound queue.
+    let wake = Arc::new(Wake::default());
+    let outbound = Outbound {
+        store: store.clone(),
+        client: client.clone(),
+        bot_id,
+        limits: Limits::default(),
+        wake: Arc::clone(&wake),
+        depth: Arc::default(),
+    };
+    let sender = tokio::spawn(outbound.run(cancel.clone()));
+    cleanup.push("outbound queue", move || async move {
+        sender.await.map_err(|e| e.to_string())
+    });
+
+    // The alert checker: a singleton job, run here because this process holds the lock.
+    let bot_options = &config.settings.bot;
+    let prices = Arc::new(
+        CoinGecko::new(
+            bot_options.price_api_url.clone(),
+            config.price_api_key.clone(),
+            bot_options.price_cache_ttl,
+        )
+        .map_err(Failure::software)?,
+    );
+    let checker = tokio::spawn(alerts::run_checker(
+        store.clone(),
+        Arc::clone(&prices),
+        bot_id,
+        bot_options.alert_interval,
+        Arc::clone(&wake),
+        cancel.clone(),
+    ));
+    cleanup.push("alert checker", move || async move {
+        checker.await.map_err(|e| e.to_string())
+    });
+
+    let service = Service {
+        prices,
+        store,
+        settings: BotSettings {
+            admins: bot_options.admin_chat_ids.clone(),
+            default_currency: bot_options.default_currency.clone(),
+            max_alerts_per_chat: bot_options.max_alerts_per_chat as i64,
+            coins: CoinMap::with_extra(&bot_options.coins),
+        },
+        context,
+        status: Arc::clone(&status),
+        bot_id,
+        restart_requested: Arc::clone(restart),
+        stop: cancel.clone(),
+    };
     let mut poller = Poller::new(
         client.clone(),
         options,
         Arc::clone(&liveness),
         Arc::clone(&status),
-        context,
+        service,
+        wake,
         bot_id,
-        store,
         handled_before,
     );
     {

@@ -30,6 +30,7 @@ use crate::secret::Token;
 pub const SYSTEM_CONFIG: &str = "/etc/cryptobot/cryptobot.toml";
 pub const SYSTEM_TOKEN: &str = "/etc/cryptobot/token";
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+pub const DEFAULT_PRICE_API_URL: &str = "https://api.coingecko.com";
 const DEFAULT_POLL_TIMEOUT: u64 = 30;
 const MAX_POLL_TIMEOUT: u64 = 50;
 
@@ -84,6 +85,47 @@ struct FileConfig {
     conflict_backoff_initial: Option<f64>,
     conflict_backoff_max: Option<f64>,
     delete_webhook: Option<bool>,
+    price_api_url: Option<String>,
+    price_api_key_file: Option<PathBuf>,
+    price_cache_ttl: Option<u64>,
+    default_currency: Option<String>,
+    admin_chat_ids: Option<Vec<i64>>,
+    alert_interval: Option<u64>,
+    max_alerts_per_chat: Option<u64>,
+    coins: Option<BTreeMap<String, String>>,
+}
+
+/// The crypto bot's own settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BotOptions {
+    /// CoinGecko-compatible base URL.
+    pub price_api_url: url::Url,
+    /// File with the price API key (a `price_api_key` credential wins).
+    pub price_api_key_file: Option<PathBuf>,
+    pub price_cache_ttl: Duration,
+    pub default_currency: String,
+    /// Chats (or users) allowed to use /status and /restart.
+    pub admin_chat_ids: Vec<i64>,
+    pub alert_interval: Duration,
+    pub max_alerts_per_chat: u64,
+    /// Extra symbol → CoinGecko id entries.
+    pub coins: BTreeMap<String, String>,
+}
+
+/// Parses `CRYPTOBOT_ADMIN_CHAT_IDS`: comma-separated chat ids.
+#[derive(Debug, Clone, PartialEq)]
+struct IdList(Vec<i64>);
+
+impl std::str::FromStr for IdList {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(drop))
+            .collect::<std::result::Result<_, _>>()
+            .map(IdList)
+    }
 }
 
 /// What to do about a 409 from another poller while this host holds its lock (G6).
@@ -149,6 +191,7 @@ pub struct Settings {
     pub conflict: ConflictPolicy,
     /// Delete a webhook found at start (or met as a 409) instead of stopping with an error.
     pub delete_webhook: bool,
+    pub bot: BotOptions,
     /// True when started by systemd as a service (`$INVOCATION_ID`).
     pub under_systemd: bool,
 }
@@ -159,6 +202,8 @@ pub struct Config {
     pub settings: Settings,
     pub token: Token,
     pub token_source: TokenSource,
+    /// The price API key, from the `price_api_key` credential or `price_api_key_file`. Never printed.
+    pub price_api_key: Option<String>,
 }
 
 /// Names the place a value came from, for error messages.
@@ -222,15 +267,12 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
 }
 
-fn parse_api_url(value: &str, origin: &str) -> Result<url::Url> {
-    let url = url::Url::parse(value).map_err(|e| {
-        Failure::config(format!(
-            "{origin}: {e}; expected a URL like {DEFAULT_API_URL}"
-        ))
-    })?;
+fn parse_url(value: &str, origin: &str, example: &str) -> Result<url::Url> {
+    let url = url::Url::parse(value)
+        .map_err(|e| Failure::config(format!("{origin}: {e}; expected a URL like {example}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(Failure::config(format!(
-            "{origin}: expected an http:// or https:// URL like {DEFAULT_API_URL}"
+            "{origin}: expected an http:// or https:// URL like {example}"
         )));
     }
     Ok(url)
@@ -350,7 +392,7 @@ impl Settings {
             DEFAULT_API_URL.to_owned(),
             text,
         )?;
-        let api_url = parse_api_url(&api_url.value, &api_url.origin)?;
+        let api_url = parse_url(&api_url.value, &api_url.origin, DEFAULT_API_URL)?;
         let token_file = env
             .get("CRYPTOBOT_TOKEN_FILE")
             .map(PathBuf::from)
@@ -441,6 +483,89 @@ impl Settings {
         )?
         .value;
 
+        let price_api_url = layered(
+            env,
+            "CRYPTOBOT_PRICE_API_URL",
+            fc.price_api_url,
+            "price_api_url",
+            &from,
+            DEFAULT_PRICE_API_URL.to_owned(),
+            text,
+        )?;
+        let price_api_url = parse_url(
+            &price_api_url.value,
+            &price_api_url.origin,
+            DEFAULT_PRICE_API_URL,
+        )?;
+        let ttl = layered(
+            env,
+            "CRYPTOBOT_PRICE_CACHE_TTL",
+            fc.price_cache_ttl,
+            "price_cache_ttl",
+            &from,
+            30,
+            seconds,
+        )?;
+        let ttl = check_range(&ttl, 0, 3600)?;
+        let currency = layered(
+            env,
+            "CRYPTOBOT_DEFAULT_CURRENCY",
+            fc.default_currency,
+            "default_currency",
+            &from,
+            "usd".to_owned(),
+            text,
+        )?;
+        if !crate::bot::prices::is_currency(&currency.value) {
+            return Err(Failure::config(format!(
+                "{}: {:?} is not a supported currency; use one of {}",
+                currency.origin,
+                currency.value,
+                crate::bot::prices::CURRENCIES.join(", ")
+            )));
+        }
+        let admins = layered(
+            env,
+            "CRYPTOBOT_ADMIN_CHAT_IDS",
+            fc.admin_chat_ids.map(IdList),
+            "admin_chat_ids",
+            &from,
+            IdList(Vec::new()),
+            "a comma-separated list of chat ids",
+        )?
+        .value
+        .0;
+        let interval = layered(
+            env,
+            "CRYPTOBOT_ALERT_INTERVAL",
+            fc.alert_interval,
+            "alert_interval",
+            &from,
+            60,
+            seconds,
+        )?;
+        let interval = check_range(&interval, 1, 86_400)?;
+        let max_alerts = layered(
+            env,
+            "CRYPTOBOT_MAX_ALERTS_PER_CHAT",
+            fc.max_alerts_per_chat,
+            "max_alerts_per_chat",
+            &from,
+            20,
+            "a whole number",
+        )?;
+        let max_alerts = check_range(&max_alerts, 1, 1000)?;
+        let bot = BotOptions {
+            price_api_url,
+            price_api_key_file: fc.price_api_key_file,
+            price_cache_ttl: Duration::from_secs(ttl),
+            default_currency: currency.value.to_ascii_lowercase(),
+            admin_chat_ids: admins,
+            alert_interval: Duration::from_secs(interval),
+            max_alerts_per_chat: max_alerts,
+            coins: fc.coins.unwrap_or_default(),
+        };
+
         for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
             if !dir.is_absolute() {
                 return Err(Failure::config(format!(
@@ -464,6 +589,7 @@ impl Settings {
                 backoff_max: Duration::from_secs_f64(max),
             },
             delete_webhook,
+            bot,
             under_systemd: env.get("INVOCATION_ID").is_some(),
         })
     }
@@ -500,11 +626,50 @@ impl Config {
     pub fn load(config_arg: Option<&Path>, env: &Env) -> Result<Self> {
         let settings = Settings::load(config_arg, env)?;
         let (token, token_source) = Self::load_token(&settings, env)?;
+        let price_api_key = Self::load_price_api_key(&settings, env)?;
         Ok(Self {
             settings,
             token,
             token_source,
+            price_api_key,
         })
+    }
+
+    fn load_price_api_key(settings: &Settings, env: &Env) -> Result<Option<String>> {
+        use std::os::unix::fs::PermissionsExt;
+        let credential = env
+            .get("CREDENTIALS_DIRECTORY")
+            .map(|d| Path::new(d).join("price_api_key"));
+        let (path, check_mode) = match (
+            credential.filter(|p| p.exists()),
+            &settings.bot.price_api_key_file,
+        ) {
+            (Some(p), _) => (p, false),
+            (None, Some(p)) => (p.clone(), true),
+            (None, None) => return Ok(None),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::config(format!(
+                "cannot read the price API key {}: {e}; check price_api_key_file",
+                path.display()
+            ))
+        })?;
+        if check_mode && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o007 != 0)
+        {
+            return Err(Failure::config(format!(
+                "price API key file {} is accessible by other users; run: chmod 600 {}",
+                path.display(),
+                path.display()
+            )));
+        }
+        let key = text.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Failure::config(format!(
+                "price API key file {} is empty or not one word",
+                path.display()
+            )));
+        }
+        Ok(Some(key.to_owned()))
     }
 
     fn load_token(settings: &Settings, env: &Env) -> Result<(Token, TokenSource)> {
@@ -583,6 +748,22 @@ impl Config {
             c.backoff_max.as_secs_f64()
         );
         let _ = writeln!(out, "delete_webhook = {}", s.delete_webhook);
+        let b = &s.bot;
+        let _ = writeln!(out, "price_api_url = {:?}", b.price_api_url.as_str());
+        if let Some(f) = &b.price_api_key_file {
+            let _ = writeln!(out, "price_api_key_file = {:?}", f.display().to_string());
+        }
+        let _ = writeln!(out, "price_cache_ttl = {}", b.price_cache_ttl.as_secs());
+        let _ = writeln!(out, "default_currency = {:?}", b.default_currency);
+        let _ = writeln!(out, "admin_chat_ids = {:?}", b.admin_chat_ids);
+        let _ = writeln!(out, "alert_interval = {}", b.alert_interval.as_secs());
+        let _ = writeln!(out, "max_alerts_per_chat = {}", b.max_alerts_per_chat);
+        if !b.coins.is_empty() {
+            let _ = writeln!(out, "[coins]");
+            for (symbol, id) in &b.coins {
+                let _ = writeln!(out, "{symbol} = {id:?}");
+            }
+        }
         out
     }
 }

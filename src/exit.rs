@@ -13,6 +13,8 @@ pub enum Code {
     Ok = 0,
     /// A problem was found (`doctor`), or an operator command could not do what was asked.
     Problem = 1,
+    /// An admin asked for a restart (`/restart`): the unit lists it in `RestartForceExitStatus=`.
+    Restart = 3,
     /// Bad command line (clap's own errors use 2 for `--help` misuse; we map usage errors here).
     Usage = 64,
     /// Gave up on a persistent external poller (when configured to).

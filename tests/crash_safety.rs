@@ -1,7 +1,7 @@
 //! G3/G4 under crashes: a burst of updates, the bot SIGKILLed at random moments and restarted, many
 //! times (seeded; the seed is printed). Every update is answered at least once, and an update is answered
-//! twice only if it was in flight at a kill: at most one per kill, since updates are handled one at a
-//! time. A clean SIGTERM restart repeats nothing. And a stop is bounded even while a handler hangs.
+//! again only if it was in flight at a kill (its reply sent, its outbox row not yet deleted): at most
+//! one repeat per kill, since messages leave one at a time. A clean SIGTERM restart repeats nothing. And a stop is bounded even while a handler hangs.
 
 mod support;
 
@@ -98,10 +98,6 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_updates() 
     );
     assert_eq!(per_chat.len() as i64, UPDATES, "updates lost (seed {seed})");
     assert!(
-        per_chat.values().all(|n| *n <= 2),
-        "an update answered 3+ times (seed {seed}): {per_chat:?}"
-    );
-    assert!(
         repeated <= kills as usize,
         "{repeated} repeats for {kills} kills (seed {seed})"
     );
@@ -140,15 +136,15 @@ fn stop_is_bounded_while_a_handler_hangs_and_the_update_is_not_lost() {
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
     let took = asked.elapsed();
-    // The drain budget (5 s) plus closing steps, far below TimeoutStopSec=30s.
+    // Each closing step is bounded (5 s): the stop stays far below TimeoutStopSec=30s.
     assert!(took < Duration::from_secs(12), "stop took {took:?}");
     assert!(
-        bot.stderr().contains("left unconfirmed for the next start"),
+        bot.stderr().contains("closing outbound queue took over"),
         "{}",
         bot.stderr()
     );
 
-    // The abandoned update was not confirmed: the next start answers it.
+    // The reply that could not be sent stayed in the outbox: the next start sends it.
     let notify = NotifySocket::new();
     let mut next = host.spawn_run(Some(&notify), &[]);
     notify.wait_for("READY=1", T);

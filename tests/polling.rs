@@ -17,7 +17,7 @@ fn ping_is_answered_with_pong() {
     let id = api.add_bot(&token, "ping_bot");
     let host = Host::new(&token, &api.url());
     let notify = NotifySocket::new();
-    let mut bot = host.spawn_run(Some(&notify), &[]);
+    let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_ADMIN_CHAT_IDS", "4242")]);
     notify.wait_for("READY=1", T);
 
     api.inject_message(id, 4242, "/ping");

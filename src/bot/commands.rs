@@ -1,15 +1,15 @@
-//! Commands and their replies: `/start`, `/help`, `/ping`, `/status`.
-//!
-//! Parsing is teloxide's `BotCommands` derive (it also accepts `/ping@botname`). A handler here is a
-//! pure function from an update and a [`Context`] to the replies to send; the update source sends them
-//! and only then moves the offset.
+//! What a message asks for: teloxide's `BotCommands` derive splits `/command@bot args`, and the
+//! argument parsers here turn the arguments into a typed [`Request`] — or into the usage line of the
+//! command. No I/O happens here, so every form of every command is tested without a network.
 
-use std::time::{Duration, Instant};
-
+use rust_decimal::Decimal;
+use std::str::FromStr;
 use teloxide::types::{BotCommand, ChatId, Update, UpdateKind};
 use teloxide::utils::command::BotCommands;
 
-/// The commands the bot answers.
+use super::prices::{CoinMap, is_currency};
+
+/// The commands the bot answers (the `/help` text and `setMyCommands` come from here).
 #[derive(BotCommands, Clone, Debug, PartialEq, Eq)]
 #[command(rename_rule = "lowercase")]
 pub enum Command {
@@ -19,27 +19,84 @@ pub enum Command {
     Help,
     #[command(description = "check that the bot answers (replies pong)")]
     Ping,
-    #[command(description = "version, host, PID, uptime and updates handled")]
+    #[command(description = "price of one or more coins: /price btc eth [usd]")]
+    Price(String),
+    #[command(description = "price alert: /alert btc above 70000 [usd]")]
+    Alert(String),
+    #[command(description = "list your price alerts")]
+    Alerts,
+    #[command(description = "delete a price alert: /delalert 3")]
+    Delalert(String),
+    #[command(description = "instance, host, PID, uptime, updates, conflicts (admins)")]
     Status,
+    #[command(description = "restart the bot gracefully (admins)")]
+    Restart,
 }
 
-/// What a handler may know about the running instance.
-#[derive(Clone, Debug)]
-pub struct Context {
-    pub username: String,
-    pub host: String,
-    pub pid: u32,
-    pub version: &'static str,
-    pub started: Instant,
-    /// Updates handled before this one.
-    pub updates_handled: u64,
+pub const PRICE_USAGE: &str =
+    "Usage: /price <coin> [more coins] [currency], e.g. /price btc eth usd";
+pub const ALERT_USAGE: &str =
+    "Usage: /alert <coin> above|below <price> [currency], e.g. /alert btc above 70000 usd";
+pub const DELALERT_USAGE: &str = "Usage: /delalert <id> (see /alerts for the ids)";
+/// At most this many coins in one /price.
+pub const MAX_PRICE_COINS: usize = 10;
+
+/// Above or below a threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Above,
+    Below,
 }
 
-/// A message to send.
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Above => "above",
+            Self::Below => "below",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "above" => Some(Self::Above),
+            "below" => Some(Self::Below),
+            _ => None,
+        }
+    }
+}
+
+/// `/price`: coins (symbol as typed, coin id) and the currency.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub chat: ChatId,
-    pub text: String,
+pub struct PriceRequest {
+    pub coins: Vec<(String, String)>,
+    pub currency: String,
+}
+
+/// `/alert`: a new price alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRequest {
+    pub symbol: String,
+    pub coin_id: String,
+    pub direction: Direction,
+    pub threshold: Decimal,
+    pub currency: String,
+}
+
+/// What one message asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Start,
+    Help,
+    Ping,
+    Price(PriceRequest),
+    Alert(AlertRequest),
+    Alerts,
+    DeleteAlert(i64),
+    Status,
+    Restart,
+    /// A known command with malformed arguments: reply with this usage line.
+    Usage(&'static str),
+    /// An unknown command addressed to us.
+    Unknown,
 }
 
 /// The command list for `setMyCommands`.
@@ -47,7 +104,7 @@ pub fn bot_commands() -> Vec<BotCommand> {
     Command::bot_commands()
 }
 
-fn help_text() -> String {
+pub fn help_text() -> String {
     let mut text = String::from("cryptobot commands:\n");
     for c in Command::bot_commands() {
         text.push_str(&format!("{} - {}\n", c.command, c.description));
@@ -55,74 +112,127 @@ fn help_text() -> String {
     text
 }
 
-fn format_uptime(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
-}
-
-/// The reply to a command.
-pub fn answer(command: &Command, ctx: &Context) -> String {
-    match command {
-        Command::Start => format!("Hello! I am @{}. {}", ctx.username, help_text()),
-        Command::Help => help_text(),
-        Command::Ping => "pong".to_owned(),
-        Command::Status => format!(
-            "cryptobot {}\nhost: {}\npid: {}\nuptime: {}\nupdates handled: {}",
-            ctx.version,
-            ctx.host,
-            ctx.pid,
-            format_uptime(ctx.started.elapsed()),
-            ctx.updates_handled
-        ),
-    }
-}
-
-/// The replies to one update. Non-message updates and plain text get none; an unknown or malformed
-/// command gets a pointer to /help.
-pub fn handle_update(update: &Update, ctx: &Context) -> Vec<Reply> {
+/// The chat, the sender and the request of an update; `None` for anything that is not a command to us.
+pub fn parse_update(
+    update: &Update,
+    username: &str,
+    coins: &CoinMap,
+    default_currency: &str,
+) -> Option<(ChatId, i64, Request)> {
     let UpdateKind::Message(message) = &update.kind else {
-        return Vec::new();
+        return None;
     };
-    let Some(text) = message.text() else {
-        return Vec::new();
-    };
+    let text = message.text()?;
     if !text.starts_with('/') {
-        return Vec::new();
+        return None;
     }
-    let reply = match Command::parse(text, &ctx.username) {
-        Ok(command) => answer(&command, ctx),
+    let sender = message
+        .from
+        .as_ref()
+        .map_or(message.chat.id.0, |u| u.id.0 as i64);
+    let request = match Command::parse(text, username) {
+        Ok(command) => request_of(command, coins, default_currency),
         Err(_) => {
             // Commands addressed to another bot in a group are not ours to answer.
             let first = text.split_whitespace().next().unwrap_or(text);
             if let Some((_, addressee)) = first.split_once('@')
-                && !addressee.eq_ignore_ascii_case(&ctx.username)
+                && !addressee.eq_ignore_ascii_case(username)
             {
-                return Vec::new();
+                return None;
             }
-            "Unknown command or wrong arguments. Send /help for the list.".to_owned()
+            Request::Unknown
         }
     };
-    vec![Reply {
-        chat: message.chat.id,
-        text: reply,
-    }]
+    Some((message.chat.id, sender, request))
+}
+
+fn request_of(command: Command, coins: &CoinMap, default_currency: &str) -> Request {
+    match command {
+        Command::Start => Request::Start,
+        Command::Help => Request::Help,
+        Command::Ping => Request::Ping,
+        Command::Status => Request::Status,
+        Command::Restart => Request::Restart,
+        Command::Alerts => Request::Alerts,
+        Command::Price(args) => parse_price(&args, coins, default_currency)
+            .map_or(Request::Usage(PRICE_USAGE), Request::Price),
+        Command::Alert(args) => parse_alert(&args, coins, default_currency)
+            .map_or(Request::Usage(ALERT_USAGE), Request::Alert),
+        Command::Delalert(args) => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [id] => id
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .map_or(Request::Usage(DELALERT_USAGE), Request::DeleteAlert),
+            _ => Request::Usage(DELALERT_USAGE),
+        },
+    }
+}
+
+/// `/price btc eth [usd]`: the last word is the currency when it is one (and not a coin symbol) and not
+/// the only word.
+pub fn parse_price(args: &str, coins: &CoinMap, default_currency: &str) -> Option<PriceRequest> {
+    let mut words: Vec<&str> = args.split_whitespace().collect();
+    let currency = match words.last() {
+        // A trailing currency is one that is not also a coin: "/price btc eth" asks for two coins.
+        Some(last) if words.len() >= 2 && is_currency(last) && !coins.is_symbol(last) => {
+            let c = last.to_ascii_lowercase();
+            words.pop();
+            c
+        }
+        _ => default_currency.to_owned(),
+    };
+    if words.is_empty() || words.len() > MAX_PRICE_COINS {
+        return None;
+    }
+    let mut resolved = Vec::new();
+    for word in words {
+        let id = coins.resolve(word)?;
+        if !resolved.iter().any(|(_, known)| *known == id) {
+            resolved.push((word.to_ascii_uppercase(), id));
+        }
+    }
+    Some(PriceRequest {
+        coins: resolved,
+        currency,
+    })
+}
+
+/// A positive amount, exactly as typed: digits with at most one '.', no exponent, no sign, no commas.
+pub fn parse_amount(text: &str) -> Option<Decimal> {
+    let plain = !text.is_empty()
+        && text.len() <= 30
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.bytes().filter(|b| *b == b'.').count() <= 1
+        && text.bytes().any(|b| b.is_ascii_digit());
+    let amount = Decimal::from_str(text).ok().filter(|_| plain)?;
+    (amount > Decimal::ZERO).then(|| amount.normalize())
+}
+
+/// `/alert btc above 70000 [usd]`
+pub fn parse_alert(args: &str, coins: &CoinMap, default_currency: &str) -> Option<AlertRequest> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let (coin, direction, amount, currency) = match words[..] {
+        [coin, direction, amount] => (coin, direction, amount, default_currency.to_owned()),
+        [coin, direction, amount, currency] if is_currency(currency) => {
+            (coin, direction, amount, currency.to_ascii_lowercase())
+        }
+        _ => return None,
+    };
+    Some(AlertRequest {
+        symbol: coin.to_ascii_uppercase(),
+        coin_id: coins.resolve(coin)?,
+        direction: Direction::parse(&direction.to_ascii_lowercase())?,
+        threshold: parse_amount(amount)?,
+        currency,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ctx() -> Context {
-        Context {
-            username: "crypto_test_bot".into(),
-            host: "vps1".into(),
-            pid: 42,
-            version: "0.1.0",
-            started: Instant::now(),
-            updates_handled: 7,
-        }
-    }
-
-    fn message(text: &str) -> Update {
+    fn update(text: &str) -> Update {
         // teloxide's Update only deserialises from text (serde_json::from_value loses the kind).
         let json = serde_json::json!({
             "update_id": 10,
@@ -136,46 +246,132 @@ mod tests {
         serde_json::from_str(&json.to_string()).unwrap()
     }
 
-    fn reply_to(text: &str) -> Vec<String> {
-        handle_update(&message(text), &ctx())
-            .into_iter()
-            .map(|r| r.text)
-            .collect()
+    fn request(text: &str) -> Option<Request> {
+        parse_update(&update(text), "crypto_test_bot", &CoinMap::default(), "usd")
+            .map(|(_, _, r)| r)
     }
 
     #[test]
-    fn ping_replies_pong_also_when_addressed() {
-        assert_eq!(reply_to("/ping"), vec!["pong"]);
-        assert_eq!(reply_to("/ping@crypto_test_bot"), vec!["pong"]);
+    fn simple_commands_also_when_addressed() {
+        assert_eq!(request("/ping"), Some(Request::Ping));
+        assert_eq!(request("/ping@crypto_test_bot"), Some(Request::Ping));
+        assert_eq!(request("/ping@other_bot"), None);
+        assert_eq!(request("hello"), None);
+        assert_eq!(request("/nope"), Some(Request::Unknown));
+        assert_eq!(request("/status"), Some(Request::Status));
+        assert_eq!(request("/alerts"), Some(Request::Alerts));
     }
 
     #[test]
-    fn status_shows_version_host_pid_uptime_and_count() {
-        let r = reply_to("/status").join("");
-        for part in ["0.1.0", "vps1", "pid: 42", "uptime:", "updates handled: 7"] {
-            assert!(r.contains(part), "{part} missing in {r}");
-        }
-    }
-
-    #[test]
-    fn help_and_start_list_every_command() {
-        for text in ["/help", "/start"] {
-            let r = reply_to(text).join("");
-            for c in ["/ping", "/status", "/help"] {
-                assert!(r.contains(c), "{c} missing in {r}");
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_commands_get_a_pointer_and_plain_text_nothing() {
+    fn price_takes_several_coins_and_an_optional_currency() {
+        let Some(Request::Price(p)) = request("/price btc ETH eur") else {
+            panic!()
+        };
         assert_eq!(
-            reply_to("/nope")[0],
-            "Unknown command or wrong arguments. Send /help for the list."
+            p.coins,
+            vec![
+                ("BTC".into(), "bitcoin".into()),
+                ("ETH".into(), "ethereum".into())
+            ]
         );
-        assert!(reply_to("hello").is_empty());
-        assert!(reply_to("/ping@other_bot").is_empty());
-        let many = format!("/ping {}", "x ".repeat(10_000));
-        assert_eq!(reply_to(&many).len(), 1);
+        assert_eq!(p.currency, "eur");
+        let Some(Request::Price(p)) = request("/price bitcoin") else {
+            panic!()
+        };
+        assert_eq!((p.coins.len(), p.currency.as_str()), (1, "usd"));
+        // A lone currency-looking word is a coin (eth is both).
+        let Some(Request::Price(p)) = request("/price eth") else {
+            panic!()
+        };
+        assert_eq!(p.coins[0].1, "ethereum");
+    }
+
+    #[test]
+    fn malformed_price_gets_the_usage_line() {
+        let too_many = format!("/price {}", "sol ".repeat(11));
+        let huge = format!("/price {}", "x ".repeat(10_000));
+        for text in [
+            "/price",
+            "/price usd eur",
+            "/price b!tc",
+            too_many.as_str(),
+            huge.as_str(),
+        ] {
+            assert_eq!(request(text), Some(Request::Usage(PRICE_USAGE)), "{text}");
+        }
+    }
+
+    #[test]
+    fn alert_parses_exact_amounts() {
+        let Some(Request::Alert(a)) = request("/alert btc above 70000.50") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.coin_id.as_str(), a.direction, a.currency.as_str()),
+            ("bitcoin", Direction::Above, "usd")
+        );
+        assert_eq!(a.threshold.to_string(), "70000.5");
+        let Some(Request::Alert(a)) = request("/alert ETH below 0.1 eur") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.direction, a.threshold.to_string(), a.currency.as_str()),
+            (Direction::Below, "0.1".into(), "eur")
+        );
+    }
+
+    #[test]
+    fn malformed_alerts_get_the_usage_line() {
+        for text in [
+            "/alert",
+            "/alert btc",
+            "/alert btc above",
+            "/alert btc sideways 100",
+            "/alert btc above -5",
+            "/alert btc above 0",
+            "/alert btc above 1e5",
+            "/alert btc above 1,000",
+            "/alert btc above 1.2.3",
+            "/alert btc above NaN",
+            "/alert btc above 100 notacurrency",
+            "/alert btc above 100 usd extra",
+        ] {
+            assert_eq!(request(text), Some(Request::Usage(ALERT_USAGE)), "{text}");
+        }
+    }
+
+    #[test]
+    fn delalert_needs_one_positive_id() {
+        assert_eq!(request("/delalert 3"), Some(Request::DeleteAlert(3)));
+        for text in [
+            "/delalert",
+            "/delalert x",
+            "/delalert 0",
+            "/delalert 1 2",
+            "/delalert -1",
+        ] {
+            assert_eq!(
+                request(text),
+                Some(Request::Usage(DELALERT_USAGE)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = help_text();
+        for c in [
+            "/price",
+            "/alert",
+            "/alerts",
+            "/delalert",
+            "/ping",
+            "/status",
+            "/help",
+            "/restart",
+        ] {
+            assert!(help.contains(c), "{c} missing in {help}");
+        }
     }
 }

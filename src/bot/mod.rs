@@ -1,6 +1,16 @@
-//! The bot itself: what it answers. [`commands`] parses a message into a command and produces the reply;
-//! it does no I/O, so every command is tested without a network.
+//! The bot itself: what it answers and what it does on its own.
+//!
+//! - [`commands`]: parse a message into a typed request (pure, no I/O).
+//! - [`prices`]: the price source (CoinGecko) with its cache and symbol map.
+//! - [`service`]: execute a request (prices, alerts in the store) into replies.
+//! - [`alerts`]: the singleton alert checker: fires each alert once per crossing.
+//! - [`outbound`]: the one queue every message leaves through, within Telegram's limits.
 
+pub mod alerts;
 pub mod commands;
+pub mod outbound;
+pub mod prices;
+pub mod service;
 
-pub use commands::{Command, Context, Reply, handle_update};
+pub use commands::bot_commands;
+pub use service::{Context, Reply, Service};

@@ -7,4 +7,4 @@
 
 pub mod sqlite;
 
-pub use sqlite::Store;
+pub use sqlite::{AlertRow, NewAlert, OutboxMessage, Store};

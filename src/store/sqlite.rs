@@ -17,11 +17,18 @@ use crate::exit::{Failure, Result};
 use crate::instance::holder::unix_now;
 
 /// The versioned migrations, in order. A new schema change is a new file and a new line here.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "bot state",
-    include_str!("migrations/sqlite/0001_bot_state.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "bot state",
+        include_str!("migrations/sqlite/0001_bot_state.sql"),
+    ),
+    (
+        2,
+        "alerts and outbox",
+        include_str!("migrations/sqlite/0002_alerts_outbox.sql"),
+    ),
+];
 
 /// Hands sqlx the migrations compiled into the binary (sqlx's own `migrate!` needs its macros crate,
 /// which we do not build for this one use).
@@ -47,6 +54,82 @@ impl<'s> MigrationSource<'s> for Embedded {
                 })
                 .collect())
         })
+    }
+}
+
+fn now_ms() -> i64 {
+    unix_now().as_millis() as i64
+}
+
+async fn queue_message(
+    tx: &mut sqlx::SqliteConnection,
+    bot_id: u64,
+    chat_id: i64,
+    text: &str,
+    now: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) VALUES (?, ?, ?, ?)")
+        .bind(bot_id as i64)
+        .bind(chat_id)
+        .bind(text)
+        .bind(now)
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
+/// A message waiting in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub chat_id: i64,
+    pub text: String,
+}
+
+/// A new alert, as validated by the command parser.
+#[derive(Clone, Debug)]
+pub struct NewAlert<'a> {
+    pub symbol: &'a str,
+    pub coin_id: &'a str,
+    pub currency: &'a str,
+    pub direction: &'a str,
+    pub threshold: &'a str,
+    pub armed: bool,
+}
+
+const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count FROM alerts";
+
+/// A stored alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub chat_id: i64,
+    pub symbol: String,
+    pub coin_id: String,
+    pub currency: String,
+    pub direction: String,
+    pub threshold: String,
+    pub armed: bool,
+    pub fired_count: i64,
+}
+
+type AlertTuple = (i64, i64, String, String, String, String, String, bool, i64);
+
+impl From<AlertTuple> for AlertRow {
+    fn from(
+        (id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count): AlertTuple,
+    ) -> Self {
+        Self {
+            id,
+            chat_id,
+            symbol,
+            coin_id,
+            currency,
+            direction,
+            threshold,
+            armed,
+            fired_count,
+        }
     }
 }
 
@@ -109,12 +192,19 @@ impl Store {
             .await
     }
 
-    /// Records that the handler of `update_id` finished (never moves backwards).
+    /// Records that the handler of `update_id` finished and queues its replies, in one transaction:
+    /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update).
     pub async fn mark_handled(
         &self,
         bot_id: u64,
         update_id: i64,
+        replies: &[(i64, String)],
     ) -> std::result::Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for (chat, text) in replies {
+            queue_message(&mut tx, bot_id, *chat, text, now).await?;
+        }
         sqlx::query(
             "INSERT INTO bot_state (bot_id, last_handled_update, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (bot_id) DO UPDATE SET
@@ -123,7 +213,192 @@ impl Store {
         )
         .bind(bot_id as i64)
         .bind(update_id)
-        .bind(unix_now().as_millis() as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Messages waiting to be sent, oldest first.
+    pub async fn outbox(
+        &self,
+        bot_id: u64,
+        after_id: i64,
+        limit: i64,
+    ) -> std::result::Result<Vec<OutboxMessage>, sqlx::Error> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, chat_id, text FROM outbox WHERE bot_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(bot_id as i64)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, chat_id, text)| OutboxMessage { id, chat_id, text })
+            .collect())
+    }
+
+    /// Telegram accepted (or definitively refused) the message.
+    pub async fn outbox_done(&self, id: i64) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// Number of messages waiting.
+    pub async fn outbox_len(&self, bot_id: u64) -> std::result::Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE bot_id = ?")
+            .bind(bot_id as i64)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Adds an alert unless the chat already has `cap`; returns its id, or `None` at the cap.
+    pub async fn add_alert(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+        alert: &NewAlert<'_>,
+        cap: i64,
+    ) -> std::result::Result<Option<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE bot_id = ? AND chat_id = ?")
+                .bind(bot_id as i64)
+                .bind(chat_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if count >= cap {
+            return Ok(None);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(bot_id as i64)
+        .bind(chat_id)
+        .bind(alert.symbol)
+        .bind(alert.coin_id)
+        .bind(alert.currency)
+        .bind(alert.direction)
+        .bind(alert.threshold)
+        .bind(alert.armed)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        // A user who writes to the bot again has unblocked it: alerts flow again.
+        sqlx::query(
+            "INSERT INTO chats (bot_id, chat_id, alerts_disabled) VALUES (?, ?, 0)
+             ON CONFLICT (bot_id, chat_id) DO UPDATE SET alerts_disabled = 0",
+        )
+        .bind(bot_id as i64)
+        .bind(chat_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// The alerts of one chat, oldest first.
+    pub async fn chat_alerts(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+    ) -> std::result::Result<Vec<AlertRow>, sqlx::Error> {
+        let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+            "{ALERT_COLUMNS} WHERE bot_id = ? AND chat_id = ? ORDER BY id"
+        ))
+        .bind(bot_id as i64)
+        .bind(chat_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AlertRow::from).collect())
+    }
+
+    /// Deletes alert `id` of `chat_id`; false when there is no such alert in that chat.
+    pub async fn delete_alert(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+        id: i64,
+    ) -> std::result::Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM alerts WHERE bot_id = ? AND chat_id = ? AND id = ?")
+            .bind(bot_id as i64)
+            .bind(chat_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every alert of chats that have not blocked the bot.
+    pub async fn live_alerts(
+        &self,
+        bot_id: u64,
+    ) -> std::result::Result<Vec<AlertRow>, sqlx::Error> {
+        let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+            "{ALERT_COLUMNS} WHERE bot_id = ?1 AND chat_id NOT IN
+             (SELECT chat_id FROM chats WHERE bot_id = ?1 AND alerts_disabled = 1) ORDER BY id"
+        ))
+        .bind(bot_id as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AlertRow::from).collect())
+    }
+
+    /// Fires alert `id`: disarms it and queues `message`, in one transaction. False when it was already
+    /// disarmed or deleted meanwhile (then nothing is queued: never twice per crossing).
+    pub async fn fire_alert(
+        &self,
+        bot_id: u64,
+        id: i64,
+        chat_id: i64,
+        message: &str,
+    ) -> std::result::Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE alerts SET armed = 0, fired_count = fired_count + 1, last_fired_at_ms = ?
+             WHERE id = ? AND bot_id = ? AND armed = 1",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(bot_id as i64)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        queue_message(&mut tx, bot_id, chat_id, message, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Re-arms alert `id` (the price is back on the other side of its threshold).
+    pub async fn rearm_alert(&self, id: i64) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query("UPDATE alerts SET armed = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// The user blocked the bot (403): no more alerts to that chat until it writes again.
+    pub async fn disable_chat_alerts(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+    ) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO chats (bot_id, chat_id, alerts_disabled) VALUES (?, ?, 1)
+             ON CONFLICT (bot_id, chat_id) DO UPDATE SET alerts_disabled = 1",
+        )
+        .bind(bot_id as i64)
+        .bind(chat_id)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -145,9 +420,10 @@ mod tests {
         let state = dir.path().join("nested/state");
         let store = Store::open(&state).await.unwrap();
         assert_eq!(store.last_handled(7).await.unwrap(), None);
-        store.mark_handled(7, 10).await.unwrap();
-        store.mark_handled(7, 9).await.unwrap();
-        store.mark_handled(8, 1).await.unwrap();
+        store.mark_handled(7, 10, &[(1, "a".into())]).await.unwrap();
+        store.mark_handled(7, 9, &[]).await.unwrap();
+        store.mark_handled(8, 1, &[]).await.unwrap();
+        assert_eq!(store.outbox(7, 0, 10).await.unwrap().len(), 1);
         store.close().await;
         // Reopening runs the migrations again: a no-op on an up-to-date schema.
         let store = Store::open(&state).await.unwrap();

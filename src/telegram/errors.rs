@@ -24,6 +24,8 @@ pub enum FailureKind {
     Network,
     /// A reply that is not the Bot API's JSON (a proxy's HTML page, a truncated body).
     BadResponse,
+    /// 403: the user blocked the bot, deactivated, or the bot was kicked: stop writing to that chat.
+    Blocked,
     /// A server-side error (5xx and other answers that are not about the request): retry later.
     Server,
     /// Any other error the Bot API reported about the request ("chat not found", "bot was blocked", ...).
@@ -41,6 +43,7 @@ impl FailureKind {
             Self::Network => "network",
             Self::BadResponse => "bad_response",
             Self::Server => "server",
+            Self::Blocked => "blocked",
             Self::Api => "api",
         }
     }

@@ -1,9 +1,10 @@
 //! The long-polling update source: one straight loop from `getUpdates` to the handler and back.
 //!
 //! Guarantees:
-//! - G3: the offset moves past an update only after its handler finished and its replies were sent (or
-//!   given up on); on shutdown the loop stops fetching, lets the update in hand finish, and confirms the
-//!   offset to Telegram with a last `getUpdates(offset, timeout = 0)`. Updates fetched but not handled
+//! - G3: the offset moves past an update only after its handler finished and its replies were queued
+//!   in the outbox (one transaction with the "handled" mark); on shutdown the loop stops fetching,
+//!   lets the update in hand finish, and confirms the offset to Telegram with a last
+//!   `getUpdates(offset, timeout = 0)`. Updates fetched but not handled
 //!   are never confirmed, so the next instance gets them: nothing is lost.
 //! - G5: each iteration beats [`Liveness`]; every wait is declared with its deadline.
 //! - G6: a 409 from another poller backs off with jitter (5 s doubling to 300 s) and is made visible;
@@ -18,21 +19,18 @@ use teloxide::types::Update;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::client::{Client, REQUEST_DEADLINE};
+use super::client::Client;
 use super::errors::{ApiFailure, FailureKind};
-use crate::bot::{self, Context, Reply};
+use crate::bot::Service;
+use crate::bot::outbound::Wake;
+use crate::bot::prices::CoinGecko;
 use crate::config::{ConflictPolicy, OnConflict};
 use crate::exit::{Code, Failure};
 use crate::live_status::{LiveStatus, State};
-use crate::store::Store;
 use crate::systemd::watchdog::Liveness;
 
 /// Updates per `getUpdates` (the Bot API maximum).
 const BATCH_LIMIT: u8 = 100;
-/// Attempts to send one reply before it is logged and dropped.
-const SEND_ATTEMPTS: u32 = 3;
-/// The longest `retry_after` we wait for one reply; beyond it the reply is dropped.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a stop request lets the update in hand finish before abandoning it (unconfirmed, so the
 /// next instance handles it: at most this one update is handled twice).
@@ -84,12 +82,12 @@ pub struct Poller {
     options: PollerOptions,
     liveness: Arc<Liveness>,
     status: Arc<LiveStatus>,
-    context: Context,
+    service: Service<CoinGecko>,
+    wake: Arc<Wake>,
     bot_id: u64,
     /// The next update id to ask for (everything below it has been handled); shared with the closing
     /// step that confirms it to Telegram. [`NO_OFFSET`] until the first update.
     offset: Arc<AtomicI64>,
-    store: Store,
     /// Updates up to this id were handled by an earlier process (from the store): skipped (G4).
     handled_before: Option<i64>,
     conflict_count: ConflictCount,
@@ -102,9 +100,9 @@ impl Poller {
         options: PollerOptions,
         liveness: Arc<Liveness>,
         status: Arc<LiveStatus>,
-        context: Context,
+        service: Service<CoinGecko>,
+        wake: Arc<Wake>,
         bot_id: u64,
-        store: Store,
         handled_before: Option<i64>,
     ) -> Self {
         Self {
@@ -112,10 +110,10 @@ impl Poller {
             options,
             liveness,
             status,
-            context,
+            service,
+            wake,
             bot_id,
             offset: Arc::new(AtomicI64::new(NO_OFFSET)),
-            store,
             handled_before,
             conflict_count: ConflictCount::default(),
         }
@@ -166,7 +164,7 @@ impl Poller {
                     self.status.polled();
                     for update in updates {
                         let drained = tokio::select! {
-                            () = self.handle(&update, cancel) => true,
+                            () = self.handle(&update) => true,
                             () = async {
                                 cancel.cancelled().await;
                                 tokio::time::sleep(DRAIN_BUDGET).await;
@@ -283,9 +281,10 @@ impl Poller {
         }
     }
 
-    /// Handles one update, records it in the store, then moves the offset past it. An update the store
-    /// says an earlier process already handled (it crashed before confirming) is skipped.
-    async fn handle(&mut self, update: &Update, cancel: &CancellationToken) {
+    /// Handles one update, then records it as handled together with its replies (one transaction),
+    /// then moves the offset past it. An update the store says an earlier process already handled (it
+    /// crashed before confirming) is skipped.
+    async fn handle(&mut self, update: &Update) {
         let id = update.id.0;
         if self
             .handled_before
@@ -297,20 +296,42 @@ impl Poller {
                 "skipping an update handled before a restart"
             );
         } else {
-            let mut context = self.context.clone();
-            context.updates_handled = self.status.handled();
-            let replies = bot::handle_update(update, &context);
-            for reply in &replies {
-                self.send(reply, id, cancel).await;
-            }
-            if let Err(e) = self.store.mark_handled(self.bot_id, i64::from(id)).await {
-                // Not fatal: the offset still moves; only a crash before the next confirm could repeat it.
+            let replies: Vec<(i64, String)> = self
+                .service
+                .handle(update)
+                .await
+                .into_iter()
+                .map(|r| (r.chat.0, r.text))
+                .collect();
+            // Until the transaction commits, the update is not handled: retry it (bounded) rather than
+            // move the offset past replies that were never queued.
+            let mut attempts = 0;
+            while let Err(e) = self
+                .service
+                .store
+                .mark_handled(self.bot_id, i64::from(id), &replies)
+                .await
+            {
+                attempts += 1;
                 tracing::warn!(
                     bot_id = self.bot_id,
                     update_id = id,
-                    "cannot record the update as handled in {}: {e}",
-                    self.store.path().display()
+                    "cannot record the update in the state store (attempt {attempts}): {e}"
                 );
+                if attempts == 3 {
+                    tracing::error!(
+                        bot_id = self.bot_id,
+                        update_id = id,
+                        "giving up on recording the update: its replies are lost"
+                    );
+                    break;
+                }
+                self.liveness
+                    .busy_until(Instant::now() + Duration::from_secs(2));
+                tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
+            }
+            if !replies.is_empty() {
+                self.wake.wake();
             }
             self.status.add_handled();
             tracing::debug!(
@@ -322,58 +343,6 @@ impl Poller {
         }
         self.offset.store(i64::from(id) + 1, Ordering::Release);
         self.liveness.beat();
-    }
-
-    /// Sends one reply with bounded retries; a reply that cannot be sent is logged and dropped so that
-    /// one bad chat never blocks the queue.
-    async fn send(&self, reply: &Reply, update_id: u32, cancel: &CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
-        for attempt in 1..=SEND_ATTEMPTS {
-            self.liveness
-                .busy_until(Instant::now() + REQUEST_DEADLINE + Duration::from_secs(1));
-            let failure = match self.client.send_message(reply.chat, &reply.text).await {
-                Ok(()) => return,
-                Err(f) => f,
-            };
-            let delay = match failure.kind {
-                FailureKind::RetryAfter(wait) if wait <= MAX_RETRY_AFTER => wait,
-                FailureKind::Network | FailureKind::BadResponse | FailureKind::Server => {
-                    backoff.next_delay()
-                }
-                _ => {
-                    tracing::warn!(
-                        bot_id = self.bot_id,
-                        update_id,
-                        chat_id = reply.chat.0,
-                        "reply dropped: {failure}"
-                    );
-                    return;
-                }
-            };
-            if attempt == SEND_ATTEMPTS {
-                tracing::warn!(
-                    bot_id = self.bot_id,
-                    update_id,
-                    chat_id = reply.chat.0,
-                    "reply dropped after {attempt} attempts: {failure}"
-                );
-                return;
-            }
-            tracing::info!(
-                bot_id = self.bot_id,
-                update_id,
-                "{failure}; retrying the reply in {:.1} s",
-                delay.as_secs_f64()
-            );
-            // A stop request does not cut a reply short, but does not wait for a long retry_after either.
-            if cancel.is_cancelled() && delay > Duration::from_secs(2) {
-                tracing::warn!(bot_id = self.bot_id, update_id, "reply dropped: stopping");
-                return;
-            }
-            self.liveness
-                .busy_until(Instant::now() + delay + Duration::from_secs(1));
-            tokio::time::sleep(delay).await;
-        }
     }
 }
 

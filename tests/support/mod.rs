@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fake_prices;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -83,6 +85,8 @@ impl Host {
             .env("CRYPTOBOT_TOKEN_FILE", self.dir.path().join("token"))
             .env("CRYPTOBOT_API_URL", &self.api_url)
             .env("CRYPTOBOT_LOG", "info,cryptobot=debug")
+            // Never the real CoinGecko: tests that need prices point this at their fake.
+            .env("CRYPTOBOT_PRICE_API_URL", "http://127.0.0.1:9")
             .stdin(Stdio::null());
         cmd
     }

@@ -1,0 +1,344 @@
+//! The outbound queue: every message the bot sends leaves through here, within Telegram's limits.
+//!
+//! Messages wait in the store's outbox (written in the same transaction as their cause), so a crash
+//! loses none; one is deleted only when Telegram accepted it or refused it for good. Sending honours
+//! the Bot FAQ's limits with token buckets — about 30 messages/s overall, 1/s per chat with a short
+//! burst, 20/min per group — set a little below them so a client clock that runs ahead never meets a
+//! 429. A 429 pauses only its chat for `retry_after`; other chats go on. A 403 (the user blocked the
+//! bot) disables that chat's alerts. Per chat, messages leave in the order they were queued.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use teloxide::types::ChatId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{OutboxMessage, Store};
+use crate::telegram::client::Client;
+use crate::telegram::errors::FailureKind;
+
+/// Rates (messages per second) and bursts of the buckets.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub global_rate: f64,
+    pub global_burst: f64,
+    pub chat_rate: f64,
+    pub chat_burst: f64,
+    pub group_rate: f64,
+    pub group_burst: f64,
+}
+
+impl Default for Limits {
+    /// Telegram's limits (30/s overall, ~1/s per chat, 20/min per group), each kept slightly below.
+    fn default() -> Self {
+        Self {
+            global_rate: 29.7,
+            global_burst: 20.0,
+            chat_rate: 0.95,
+            chat_burst: 2.0,
+            group_rate: 19.0 / 60.0,
+            group_burst: 2.0,
+        }
+    }
+}
+
+/// A token bucket.
+#[derive(Clone, Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// When one token will be there.
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+}
+
+/// Per-chat sending state.
+#[derive(Debug)]
+struct ChatState {
+    bucket: Bucket,
+    /// A 429 or a failure pauses the chat until then.
+    not_before: Instant,
+    failures: u32,
+}
+
+/// After a stop request, messages already queued are still sent for this long (a /restart's own
+/// reply, the last answers); what is left stays in the outbox for the next start.
+const STOP_DRAIN: Duration = Duration::from_secs(2);
+/// Failed attempts (network, 5xx) before a message is dropped.
+const MAX_FAILURES: u32 = 5;
+/// Messages read from the outbox at a time.
+const BATCH: i64 = 1000;
+
+/// Producers wake the sender with this after queueing into the outbox.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    pending: AtomicBool,
+}
+
+impl Wake {
+    pub fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// The sender.
+pub struct Outbound {
+    pub store: Store,
+    pub client: Client,
+    pub bot_id: u64,
+    pub limits: Limits,
+    pub wake: Arc<Wake>,
+    /// Messages waiting (for the metrics and the status).
+    pub depth: Arc<AtomicI64>,
+}
+
+impl Outbound {
+    fn chat<'a>(
+        &self,
+        chats: &'a mut HashMap<i64, ChatState>,
+        chat_id: i64,
+        now: Instant,
+    ) -> &'a mut ChatState {
+        let (rate, burst) = if chat_id < 0 {
+            (self.limits.group_rate, self.limits.group_burst)
+        } else {
+            (self.limits.chat_rate, self.limits.chat_burst)
+        };
+        chats.entry(chat_id).or_insert_with(|| ChatState {
+            bucket: Bucket::new(rate, burst, now),
+            not_before: now,
+            failures: 0,
+        })
+    }
+
+    async fn reload(&self, queue: &mut VecDeque<OutboxMessage>, last_id: &mut i64) {
+        self.wake.pending.store(false, Ordering::Release);
+        match self.store.outbox(self.bot_id, *last_id, BATCH).await {
+            Ok(rows) => {
+                if let Some(last) = rows.last() {
+                    *last_id = last.id;
+                }
+                queue.extend(rows);
+            }
+            Err(e) => tracing::warn!(bot_id = self.bot_id, "cannot read the outbox: {e}"),
+        }
+        if let Ok(n) = self.store.outbox_len(self.bot_id).await {
+            self.depth.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends until `cancel` (then drains for at most [`STOP_DRAIN`]); what is left stays in the outbox
+    /// for the next start.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut queue: VecDeque<OutboxMessage> = VecDeque::new();
+        let mut last_id = 0;
+        let mut chats: HashMap<i64, ChatState> = HashMap::new();
+        let mut global = Bucket::new(
+            self.limits.global_rate,
+            self.limits.global_burst,
+            Instant::now(),
+        );
+        self.reload(&mut queue, &mut last_id).await;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if drain_until.is_none() && cancel.is_cancelled() {
+                drain_until = Some(Instant::now() + STOP_DRAIN);
+            }
+            if drain_until.is_some_and(|t| Instant::now() >= t) {
+                break;
+            }
+            if self.wake.pending.load(Ordering::Acquire) || queue.is_empty() {
+                self.reload(&mut queue, &mut last_id).await;
+            }
+            if queue.is_empty() {
+                if drain_until.is_some() {
+                    break;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => continue,
+                    () = self.wake.notify.notified() => continue,
+                }
+            }
+            // The first message whose chat may send now; else sleep until the earliest one may.
+            let now = Instant::now();
+            let mut pick = None;
+            let mut earliest = now + Duration::from_secs(60);
+            let mut seen = std::collections::HashSet::new();
+            for (i, m) in queue.iter().enumerate() {
+                if !seen.insert(m.chat_id) {
+                    continue; // only a chat's oldest message is a candidate: per-chat order
+                }
+                let chat = self.chat(&mut chats, m.chat_id, now);
+                let ready = chat.bucket.ready_at(now).max(chat.not_before);
+                if ready <= now {
+                    pick = Some(i);
+                    break;
+                }
+                earliest = earliest.min(ready);
+            }
+            let ready = match pick {
+                Some(_) => global.ready_at(now),
+                None => earliest,
+            };
+            if ready > now {
+                if drain_until.is_some_and(|t| ready >= t) {
+                    break; // cannot go out before the drain ends: leave it for the next start
+                }
+                tokio::select! {
+                    () = cancel.cancelled(), if drain_until.is_none() => {}
+                    () = tokio::time::sleep_until(ready.into()) => {}
+                    () = self.wake.notify.notified() => {}
+                }
+                continue;
+            }
+            let Some(i) = pick else { continue };
+            let message = queue[i].clone();
+            global.take(now);
+            self.chat(&mut chats, message.chat_id, now).bucket.take(now);
+            let done = self.send(&message, &mut chats).await;
+            if done {
+                queue.remove(i);
+                if let Err(e) = self.store.outbox_done(message.id).await {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        "cannot remove a sent message from the outbox: {e}"
+                    );
+                }
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends one message; true when it is done with (sent, or refused for good).
+    async fn send(&self, m: &OutboxMessage, chats: &mut HashMap<i64, ChatState>) -> bool {
+        let result = self.client.send_message(ChatId(m.chat_id), &m.text).await;
+        let now = Instant::now();
+        let chat = self.chat(chats, m.chat_id, now);
+        let failure = match result {
+            Ok(()) => {
+                chat.failures = 0;
+                return true;
+            }
+            Err(f) => f,
+        };
+        match failure.kind {
+            FailureKind::RetryAfter(wait) => {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    chat_id = m.chat_id,
+                    error_kind = "rate_limited",
+                    "{failure}; pausing this chat {} s",
+                    wait.as_secs()
+                );
+                chat.not_before = now + wait;
+                false
+            }
+            FailureKind::Blocked => {
+                tracing::info!(
+                    bot_id = self.bot_id,
+                    chat_id = m.chat_id,
+                    "the user blocked the bot: alerts to this chat disabled"
+                );
+                if let Err(e) = self.store.disable_chat_alerts(self.bot_id, m.chat_id).await {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        "cannot disable the chat's alerts: {e}"
+                    );
+                }
+                true
+            }
+            FailureKind::Network | FailureKind::Server | FailureKind::BadResponse => {
+                chat.failures += 1;
+                if chat.failures >= MAX_FAILURES {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        chat_id = m.chat_id,
+                        "message dropped after {} attempts: {failure}",
+                        chat.failures
+                    );
+                    chat.failures = 0;
+                    return true;
+                }
+                let delay = Duration::from_millis(250 * 2u64.pow(chat.failures));
+                tracing::info!(
+                    bot_id = self.bot_id,
+                    chat_id = m.chat_id,
+                    error_kind = failure.kind.name(),
+                    "{failure}; retrying in {} ms",
+                    delay.as_millis()
+                );
+                chat.not_before = now + delay;
+                false
+            }
+            _ => {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    chat_id = m.chat_id,
+                    "message dropped: {failure}"
+                );
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(2.0, 3.0, t0);
+        for _ in 0..3 {
+            assert_eq!(b.ready_at(t0), t0);
+            b.take(t0);
+        }
+        let next = b.ready_at(t0);
+        assert!(
+            next > t0 && next <= t0 + Duration::from_millis(501),
+            "{:?}",
+            next - t0
+        );
+        assert_eq!(
+            b.ready_at(t0 + Duration::from_millis(500)),
+            t0 + Duration::from_millis(500)
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The bot's behaviour: what each [`Request`] does and the replies it produces.
+//!
+//! Parsing is pure ([`super::commands`]); this is where the I/O happens — prices from the
+//! [`PriceSource`], alerts in the [`Store`]. Replies are returned, not sent: the update source queues
+//! them in the outbox in the same transaction that marks the update handled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use teloxide::types::{ChatId, Update};
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{self, AlertRequest, Direction, PriceRequest, Request};
+use super::prices::{CoinMap, PriceError, PriceSource};
+use crate::live_status::LiveStatus;
+use crate::store::{NewAlert, Store};
+
+/// What the handlers may know about the running instance.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub username: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: &'static str,
+    pub started: Instant,
+    /// "single (flock)" today; "leader"/"standby" once the PostgreSQL lease exists.
+    pub role: &'static str,
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub chat: ChatId,
+    pub text: String,
+}
+
+/// Settings of the bot's behaviour.
+#[derive(Clone, Debug)]
+pub struct BotSettings {
+    pub admins: Vec<i64>,
+    pub default_currency: String,
+    pub max_alerts_per_chat: i64,
+    pub coins: CoinMap,
+}
+
+/// The bot: request in, replies out.
+pub struct Service<P> {
+    pub prices: Arc<P>,
+    pub store: Store,
+    pub settings: BotSettings,
+    pub context: Context,
+    pub status: Arc<LiveStatus>,
+    pub bot_id: u64,
+    /// Set by `/restart`; `stop` is then cancelled and the process exits with the restart code.
+    pub restart_requested: Arc<AtomicBool>,
+    pub stop: CancellationToken,
+}
+
+pub const NOT_ALLOWED: &str = "not allowed: this command is for the bot's admins (admin_chat_ids)";
+const UNKNOWN: &str = "Unknown command. Send /help for the list.";
+
+fn format_uptime(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+impl<P: PriceSource> Service<P> {
+    /// The replies to one update (none for updates that are not commands to us).
+    pub async fn handle(&self, update: &Update) -> Vec<Reply> {
+        let Some((chat, sender, request)) = commands::parse_update(
+            update,
+            &self.context.username,
+            &self.settings.coins,
+            &self.settings.default_currency,
+        ) else {
+            return Vec::new();
+        };
+        let text = self.answer(chat.0, sender, request).await;
+        vec![Reply { chat, text }]
+    }
+
+    fn is_admin(&self, chat: i64, sender: i64) -> bool {
+        self.settings
+            .admins
+            .iter()
+            .any(|a| *a == chat || *a == sender)
+    }
+
+    async fn answer(&self, chat: i64, sender: i64, request: Request) -> String {
+        match request {
+            Request::Start => format!(
+                "Hello! I am @{}. {}",
+                self.context.username,
+                commands::help_text()
+            ),
+            Request::Help => commands::help_text(),
+            Request::Ping => "pong".to_owned(),
+            Request::Usage(usage) => usage.to_owned(),
+            Request::Unknown => UNKNOWN.to_owned(),
+            Request::Price(p) => self.price(&p).await,
+            Request::Alert(a) => self.add_alert(chat, &a).await,
+            Request::Alerts => self.list_alerts(chat).await,
+            Request::DeleteAlert(id) => {
+                match self.store.delete_alert(self.bot_id, chat, id).await {
+                    Ok(true) => format!("Alert #{id} deleted."),
+                    Ok(false) => format!("There is no alert #{id} in this chat; see /alerts."),
+                    Err(e) => self.storage_trouble(&e),
+                }
+            }
+            Request::Status if self.is_admin(chat, sender) => self.status_text(),
+            Request::Restart if self.is_admin(chat, sender) => {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    chat_id = chat,
+                    "restart requested by an admin"
+                );
+                self.restart_requested.store(true, Ordering::SeqCst);
+                self.stop.cancel();
+                "Restarting: stopping cleanly; systemd starts me again.".to_owned()
+            }
+            Request::Status | Request::Restart => NOT_ALLOWED.to_owned(),
+        }
+    }
+
+    fn storage_trouble(&self, e: &sqlx::Error) -> String {
+        tracing::error!(bot_id = self.bot_id, "state store error: {e}");
+        "Sorry, I could not reach my storage; try again in a moment.".to_owned()
+    }
+
+    fn status_text(&self) -> String {
+        let c = &self.context;
+        format!(
+            "cryptobot {}\ninstance: {}@{}\nhost: {}\npid: {}\nrole: {}\nuptime: {}\nupdates handled: {}\nconflicts: {}",
+            c.version,
+            c.pid,
+            c.host,
+            c.host,
+            c.pid,
+            c.role,
+            format_uptime(c.started.elapsed()),
+            self.status.handled(),
+            self.status.conflicts()
+        )
+    }
+
+    async fn price(&self, request: &PriceRequest) -> String {
+        let ids: Vec<String> = request.coins.iter().map(|(_, id)| id.clone()).collect();
+        let table = match self.prices.prices(&ids, &request.currency).await {
+            Ok(t) => t,
+            Err(e) => return format!("Sorry, {e}."),
+        };
+        let currency = request.currency.to_ascii_uppercase();
+        let lines: Vec<String> = request
+            .coins
+            .iter()
+            .map(|(symbol, id)| match table.get(id) {
+                Some(price) => format!("{symbol}: {price} {currency}"),
+                None => format!(
+                    "{symbol}: {}",
+                    PriceError::UnknownCoin(symbol.to_ascii_lowercase())
+                ),
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    async fn add_alert(&self, chat: i64, a: &AlertRequest) -> String {
+        // The price now decides whether the alert waits for a crossing (armed) or is already past it.
+        let now = self
+            .prices
+            .prices(std::slice::from_ref(&a.coin_id), &a.currency)
+            .await;
+        let current: Option<Decimal> = match &now {
+            Ok(table) if !table.contains_key(&a.coin_id) => {
+                return format!(
+                    "Sorry, {}.",
+                    PriceError::UnknownCoin(a.symbol.to_ascii_lowercase())
+                );
+            }
+            Ok(table) => table.get(&a.coin_id).copied(),
+            Err(_) => None,
+        };
+        let already = current.is_some_and(|p| crossed(a.direction, p, a.threshold));
+        let threshold = a.threshold.to_string();
+        let new = NewAlert {
+            symbol: &a.symbol,
+            coin_id: &a.coin_id,
+            currency: &a.currency,
+            direction: a.direction.as_str(),
+            threshold: &threshold,
+            armed: !already,
+        };
+        let currency = a.currency.to_ascii_uppercase();
+        match self
+            .store
+            .add_alert(self.bot_id, chat, &new, self.settings.max_alerts_per_chat)
+            .await
+        {
+            Ok(None) => format!(
+                "You have {} alerts, the most a chat can have; delete one with /delalert first.",
+                self.settings.max_alerts_per_chat
+            ),
+            Ok(Some(id)) if already => format!(
+                "Alert #{id} set: {} {} {threshold} {currency}. It is already {} ({} {currency} now), so I will tell you the next time it crosses.",
+                a.symbol,
+                a.direction.as_str(),
+                a.direction.as_str(),
+                current.unwrap_or_default()
+            ),
+            Ok(Some(id)) => format!(
+                "Alert #{id} set: {} {} {threshold} {currency}.",
+                a.symbol,
+                a.direction.as_str()
+            ),
+            Err(e) => self.storage_trouble(&e),
+        }
+    }
+
+    async fn list_alerts(&self, chat: i64) -> String {
+        match self.store.chat_alerts(self.bot_id, chat).await {
+            Ok(alerts) if alerts.is_empty() => {
+                "You have no alerts. Set one with /alert btc above 70000.".to_owned()
+            }
+            Ok(alerts) => {
+                let mut text = String::from("Your alerts:\n");
+                for a in alerts {
+                    text.push_str(&format!(
+                        "#{} {} {} {} {}{}\n",
+                        a.id,
+                        a.symbol,
+                        a.direction,
+                        a.threshold,
+                        a.currency.to_ascii_uppercase(),
+                        if a.fired_count > 0 {
+                            format!(" (fired {}×)", a.fired_count)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                text
+            }
+            Err(e) => self.storage_trouble(&e),
+        }
+    }
+}
+
+/// True when `price` is on the alert's side of `threshold` (inclusive).
+pub fn crossed(direction: Direction, price: Decimal, threshold: Decimal) -> bool {
+    match direction {
+        Direction::Above => price >= threshold,
+        Direction::Below => price <= threshold,
+    }
+}

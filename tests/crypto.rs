@@ -1,0 +1,314 @@
+//! The crypto bot against a fake Bot API and a fake CoinGecko: prices, alerts that fire once per
+//! crossing (also across a restart), the per-chat cap, admin commands, and the outbound queue within
+//! Telegram's limits.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::fake_prices::FakePrices;
+use support::{BotProcess, FakeBotApi, Host, NotifySocket, random_token};
+
+const T: Duration = Duration::from_secs(30);
+const CHAT: i64 = 500;
+
+struct World {
+    api: FakeBotApi,
+    prices: FakePrices,
+    id: i64,
+    host: Host,
+}
+
+impl World {
+    fn new() -> Self {
+        let api = FakeBotApi::start();
+        let token = random_token();
+        let id = api.add_bot(&token, "crypto_bot");
+        let host = Host::new(&token, &api.url());
+        let prices = FakePrices::start();
+        prices.set("bitcoin", "usd", "67187.12");
+        prices.set("ethereum", "usd", "3500.5");
+        prices.set("bitcoin", "eur", "61000");
+        Self {
+            api,
+            prices,
+            id,
+            host,
+        }
+    }
+
+    fn start(&self, extra: &[(&str, &str)]) -> BotProcess {
+        let mut env = vec![
+            ("CRYPTOBOT_PRICE_API_URL", self.prices.url.as_str()),
+            ("CRYPTOBOT_ALERT_INTERVAL", "1"),
+            ("CRYPTOBOT_PRICE_CACHE_TTL", "0"),
+            ("CRYPTOBOT_ADMIN_CHAT_IDS", "1"),
+        ];
+        env.extend_from_slice(extra);
+        let notify = NotifySocket::new();
+        let bot = self.host.spawn_run(Some(&notify), &env);
+        notify.wait_for("READY=1", T);
+        bot
+    }
+
+    /// Sends `text` from `chat` and returns the bot's answer.
+    fn ask(&self, chat: i64, text: &str) -> String {
+        let before = self.api.sent(self.id).len();
+        self.api.inject_message(self.id, chat, text);
+        let id = self.id;
+        let api = &self.api;
+        api.wait_until(id, |_| api.sent(id).len() > before, T)
+            .unwrap_or_else(|e| panic!("no answer to {text:?}: {e}"));
+        self.api.sent(self.id)[before].text.clone()
+    }
+
+    fn messages_to(&self, chat: i64) -> Vec<String> {
+        self.api
+            .sent(self.id)
+            .into_iter()
+            .filter(|m| m.chat_id == chat)
+            .map(|m| m.text)
+            .collect()
+    }
+
+    fn wait_for_message(&self, chat: i64, needle: &str) -> String {
+        self.api
+            .wait_for_sent(self.id, |m| m.chat_id == chat && m.text.contains(needle), T)
+            .unwrap_or_else(|e| panic!("no message with {needle:?} to {chat}: {e}"))
+            .text
+    }
+}
+
+fn stop(mut bot: BotProcess) -> Option<i32> {
+    bot.signal(Signal::SIGTERM);
+    bot.wait_exit(T).code()
+}
+
+#[test]
+fn price_answers_exact_digits_and_friendly_errors() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    assert_eq!(
+        w.ask(CHAT, "/price btc eth"),
+        "BTC: 67187.12 USD\nETH: 3500.5 USD"
+    );
+    assert_eq!(w.ask(CHAT, "/price btc eur"), "BTC: 61000 EUR");
+    assert!(
+        w.ask(CHAT, "/price nosuchcoin")
+            .contains("I don't know the coin")
+    );
+    assert!(w.ask(CHAT, "/price").starts_with("Usage: /price"));
+    w.prices.fail_with(429);
+    assert!(w.ask(CHAT, "/price btc").contains("rate limiting"));
+    w.prices.fail_with(500);
+    assert!(w.ask(CHAT, "/price btc").contains("unavailable"));
+    w.prices.fail_with(0);
+    assert_eq!(w.ask(CHAT, "/price BTC"), "BTC: 67187.12 USD");
+    assert_eq!(stop(bot), Some(0));
+}
+
+#[test]
+fn alerts_are_listed_deleted_and_capped_per_chat() {
+    let w = World::new();
+    let bot = w.start(&[("CRYPTOBOT_MAX_ALERTS_PER_CHAT", "2")]);
+    assert_eq!(
+        w.ask(CHAT, "/alerts"),
+        "You have no alerts. Set one with /alert btc above 70000."
+    );
+    assert_eq!(
+        w.ask(CHAT, "/alert btc above 70000.50"),
+        "Alert #1 set: BTC above 70000.5 USD."
+    );
+    assert_eq!(
+        w.ask(CHAT, "/alert eth below 3000"),
+        "Alert #2 set: ETH below 3000 USD."
+    );
+    assert!(
+        w.ask(CHAT, "/alert eth below 2000")
+            .contains("the most a chat can have")
+    );
+    assert!(
+        w.ask(CHAT + 1, "/alert eth below 2000")
+            .starts_with("Alert #3 set"),
+        "the cap is per chat"
+    );
+    let list = w.ask(CHAT, "/alerts");
+    assert!(
+        list.contains("#1 BTC above 70000.5 USD") && list.contains("#2 ETH below 3000 USD"),
+        "{list}"
+    );
+    assert_eq!(w.ask(CHAT, "/delalert 2"), "Alert #2 deleted.");
+    assert!(
+        w.ask(CHAT + 1, "/delalert 1")
+            .contains("no alert #1 in this chat"),
+        "another chat's alert"
+    );
+    assert!(
+        w.ask(CHAT, "/alert btc sideways 5")
+            .starts_with("Usage: /alert")
+    );
+    assert_eq!(stop(bot), Some(0));
+}
+
+#[test]
+fn an_alert_fires_once_per_crossing_and_rearms() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    assert!(
+        w.ask(CHAT, "/alert btc above 70000")
+            .starts_with("Alert #1 set")
+    );
+    w.prices.set("bitcoin", "usd", "70500");
+    assert_eq!(
+        w.wait_for_message(CHAT, "🔔"),
+        "🔔 BTC is above 70000 USD: 70500 USD now (alert #1)"
+    );
+    // Still above for several checks: no second message.
+    let checks = w.prices.requests();
+    let deadline = Instant::now() + T;
+    while w.prices.requests() < checks + 3 {
+        assert!(Instant::now() < deadline, "the checker stopped checking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        w.messages_to(CHAT)
+            .iter()
+            .filter(|m| m.starts_with("🔔"))
+            .count(),
+        1
+    );
+    // Back below (re-arm), then above again: a second crossing, a second message.
+    w.prices.set("bitcoin", "usd", "69000");
+    let checks = w.prices.requests();
+    while w.prices.requests() < checks + 2 {
+        assert!(Instant::now() < deadline, "the checker stopped checking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.prices.set("bitcoin", "usd", "70001.5");
+    w.api
+        .wait_for_sent(w.id, |m| m.text.contains("70001.5 USD now"), T)
+        .unwrap();
+    assert_eq!(
+        w.messages_to(CHAT)
+            .iter()
+            .filter(|m| m.starts_with("🔔"))
+            .count(),
+        2
+    );
+    assert!(w.ask(CHAT, "/alerts").contains("(fired 2×)"));
+    assert_eq!(stop(bot), Some(0));
+}
+
+#[test]
+fn a_crossing_while_the_bot_was_down_fires_once_after_the_start() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    assert!(
+        w.ask(CHAT, "/alert eth below 3000")
+            .starts_with("Alert #1 set")
+    );
+    assert_eq!(stop(bot), Some(0));
+    w.prices.set("ethereum", "usd", "2999.99");
+    let bot = w.start(&[]);
+    assert_eq!(
+        w.wait_for_message(CHAT, "🔔"),
+        "🔔 ETH is below 3000 USD: 2999.99 USD now (alert #1)"
+    );
+    assert_eq!(stop(bot), Some(0));
+    // A further restart does not fire it again: it is disarmed in the store.
+    let bot = w.start(&[]);
+    assert_eq!(w.ask(CHAT, "/ping"), "pong");
+    let checks = w.prices.requests();
+    let deadline = Instant::now() + T;
+    while w.prices.requests() < checks + 2 {
+        assert!(Instant::now() < deadline, "the checker stopped checking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stop(bot), Some(0));
+    assert_eq!(
+        w.messages_to(CHAT)
+            .iter()
+            .filter(|m| m.starts_with("🔔"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn admin_commands_are_refused_to_others_and_restart_exits_3_after_a_clean_stop() {
+    let w = World::new();
+    let mut bot = w.start(&[]);
+    assert!(w.ask(CHAT, "/status").starts_with("not allowed"));
+    assert!(w.ask(CHAT, "/restart").starts_with("not allowed"));
+    let status = w.ask(1, "/status");
+    for part in [
+        "cryptobot 0.1.0",
+        "host:",
+        &format!("pid: {}", bot.pid()),
+        "role:",
+        "uptime:",
+        "updates handled:",
+        "conflicts: 0",
+    ] {
+        assert!(status.contains(part), "{part} missing in {status}");
+    }
+    assert!(w.ask(1, "/restart").starts_with("Restarting"));
+    assert_eq!(bot.wait_exit(T).code(), Some(3), "{}", bot.stderr());
+    assert!(bot.stderr().contains("stopped cleanly"), "{}", bot.stderr());
+}
+
+#[test]
+fn a_thousand_alert_messages_to_200_chats_meet_no_429() {
+    const CHATS: i64 = 200;
+    const PER_CHAT: usize = 5;
+    let w = World::new();
+    // Create the alerts through the bot itself, five per chat, all armed below the threshold.
+    let bot = w.start(&[("CRYPTOBOT_ALERT_INTERVAL", "3600")]);
+    for chat in 1..=CHATS {
+        for k in 0..PER_CHAT {
+            w.api.inject_message(
+                w.id,
+                10_000 + chat,
+                &format!("/alert btc above {}", 100_000 + k),
+            );
+        }
+    }
+    let id = w.id;
+    w.api
+        .wait_until(
+            id,
+            |_| w.api.sent(id).len() >= (CHATS as usize) * PER_CHAT,
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(stop(bot), Some(0));
+    // Every alert crosses at once; the next start's first check fires all 1,000, with Telegram's
+    // limits enforced by the fake from now on.
+    w.prices.set("bitcoin", "usd", "200000");
+    w.api.set_rate_limits(true);
+    let before = w.api.sent(id).len();
+    let started = Instant::now();
+    let bot = w.start(&[]);
+    w.api
+        .wait_until(
+            id,
+            |_| w.api.sent(id).len() >= before + (CHATS as usize) * PER_CHAT,
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    let took = started.elapsed();
+    let stats = w.api.stats(id);
+    eprintln!(
+        "outbound: {} alert messages to {CHATS} chats in {:.1} s = {:.1} msg/s, {} × 429",
+        CHATS as usize * PER_CHAT,
+        took.as_secs_f64(),
+        (CHATS as usize * PER_CHAT) as f64 / took.as_secs_f64(),
+        stats.rate_limited_429
+    );
+    assert_eq!(
+        stats.rate_limited_429, 0,
+        "the queue exceeded Telegram's limits"
+    );
+    assert_eq!(stop(bot), Some(0));
+}
