@@ -20,6 +20,7 @@ use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
 use crate::config::Config;
 use crate::exit::{Code, Failure, Result};
+use crate::http::HttpState;
 use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
 use crate::instance::status_file::StatusFile;
@@ -27,6 +28,7 @@ use crate::live_status::{LiveStatus, State};
 use crate::reload::{self, ReloadSource};
 use crate::shutdown::{self, Cleanup};
 use crate::store::Store;
+use crate::systemd::activation;
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::{self, Liveness};
 use crate::telegram::backoff::Backoff;
@@ -40,7 +42,10 @@ const GET_ME_ATTEMPTS: u32 = 5;
 /// Runs the bot until it is stopped. Returns the failure that ended it, if any.
 pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
     let bot_id = config.token.bot_id();
+    // Still single-threaded: take systemd's socket (and its LISTEN_* variables) before anything else.
+    let activated = activation::activated_listener()?;
     let guard = InstanceGuard::acquire(&config.settings.runtime_dir, bot_id)?;
+    let http = activation::http_listener(activated, config.settings.listen)?;
     tracing::info!(
         bot_id,
         lock = %guard.path().display(),
@@ -52,14 +57,19 @@ pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Failure::software(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(&config, &guard, reload));
+    let result = runtime.block_on(serve(&config, &guard, reload, http));
     // Release order: the runtime (and every task in it) first, the lock last.
     drop(runtime);
     drop(guard);
     result
 }
 
-async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> Result<()> {
+async fn serve(
+    config: &Config,
+    guard: &InstanceGuard,
+    reload: ReloadSource,
+    http: Option<(std::net::TcpListener, activation::Origin)>,
+) -> Result<()> {
     let bot_id = config.token.bot_id();
     let notifier = Notifier::from_env();
     let cancel = CancellationToken::new();
@@ -69,8 +79,16 @@ async fn serve(config: &Config, guard: &InstanceGuard, reload: ReloadSource) -> 
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
     let mut cleanup = Cleanup::new();
     let restart = Arc::new(AtomicBool::new(false));
-    let outcome =
-        serve_until_stopped(config, guard, &notifier, &cancel, &mut cleanup, &restart).await;
+    let outcome = serve_until_stopped(
+        config,
+        guard,
+        &notifier,
+        &cancel,
+        &mut cleanup,
+        &restart,
+        http,
+    )
+    .await;
     // Whatever ended the run: STOPPING=1, then close everything newest first, each step bounded.
     notifier.stopping();
     cancel.cancel();
@@ -101,6 +119,7 @@ async fn serve_until_stopped(
     cancel: &CancellationToken,
     cleanup: &mut Cleanup,
     restart: &Arc<AtomicBool>,
+    http: Option<(std::net::TcpListener, activation::Origin)>,
 ) -> Result<()> {
     let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
@@ -168,6 +187,31 @@ async fn serve_until_stopped(
         });
     }
 
+    if let Some((listener, origin)) = http {
+        let state = HttpState {
+            liveness: Arc::clone(&liveness),
+            status: Arc::clone(&status),
+            // Live while the loop beat within a long poll plus its margin, or is in a declared wait.
+            window: watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            bot_id,
+            "serving /healthz and /metrics on {addr} ({origin:?})"
+        );
+        let server = tokio::spawn(crate::http::serve(listener, state, cancel.clone()));
+        cleanup.push("http server", move || async move {
+            match server.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+
     let context = Context {
         username: me.username().to_owned(),
         host: holder::hostname(),
@@ -197,7 +241,7 @@ async fn serve_until_stopped(
         bot_id,
         limits: Limits::default(),
         wake: Arc::clone(&wake),
-        depth: Arc::default(),
+        status: Arc::clone(&status),
     };
     let sender = tokio::spawn(outbound.run(cancel.clone()));
     cleanup.push("outbound queue", move || async move {
@@ -220,6 +264,7 @@ async fn serve_until_stopped(
         bot_id,
         bot_options.alert_interval,
         Arc::clone(&wake),
+        Arc::clone(&status),
         cancel.clone(),
     ));
     cleanup.push("alert checker", move || async move {

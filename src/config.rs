@@ -93,6 +93,7 @@ struct FileConfig {
     alert_interval: Option<u64>,
     max_alerts_per_chat: Option<u64>,
     coins: Option<BTreeMap<String, String>>,
+    listen: Option<String>,
 }
 
 /// The crypto bot's own settings.
@@ -192,6 +193,8 @@ pub struct Settings {
     /// Delete a webhook found at start (or met as a 409) instead of stopping with an error.
     pub delete_webhook: bool,
     pub bot: BotOptions,
+    /// Address of `/healthz` and `/metrics` when systemd passes no socket (none: no HTTP server).
+    pub listen: Option<std::net::SocketAddr>,
     /// True when started by systemd as a service (`$INVOCATION_ID`).
     pub under_systemd: bool,
 }
@@ -566,6 +569,24 @@ impl Settings {
             coins: fc.coins.unwrap_or_default(),
         };
 
+        let listen = match layered(
+            env,
+            "CRYPTOBOT_LISTEN",
+            fc.listen,
+            "listen",
+            &from,
+            String::new(),
+            text,
+        )? {
+            l if l.value.is_empty() => None,
+            l => Some(l.value.parse().map_err(|_| {
+                Failure::config(format!(
+                    "{}: {:?} is not an address:port like 127.0.0.1:8080",
+                    l.origin, l.value
+                ))
+            })?),
+        };
+
         for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
             if !dir.is_absolute() {
                 return Err(Failure::config(format!(
@@ -590,6 +611,7 @@ impl Settings {
             },
             delete_webhook,
             bot,
+            listen,
             under_systemd: env.get("INVOCATION_ID").is_some(),
         })
     }
@@ -748,6 +770,9 @@ impl Config {
             c.backoff_max.as_secs_f64()
         );
         let _ = writeln!(out, "delete_webhook = {}", s.delete_webhook);
+        if let Some(listen) = s.listen {
+            let _ = writeln!(out, "listen = \"{listen}\"");
+        }
         let b = &s.bot;
         let _ = writeln!(out, "price_api_url = {:?}", b.price_api_url.as_str());
         if let Some(f) = &b.price_api_key_file {

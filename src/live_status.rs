@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::instance::holder::{format_unix, unix_now};
 use crate::instance::status_file::Snapshot;
+use crate::metrics::Metrics;
 
 /// What the update loop is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ struct Inner {
 pub struct LiveStatus {
     inner: Mutex<Inner>,
     pub started: Instant,
+    /// The Prometheus metrics (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Default for LiveStatus {
@@ -60,6 +63,7 @@ impl LiveStatus {
                 last_conflict_ms: 0,
             }),
             started: Instant::now(),
+            metrics: Metrics::default(),
         }
     }
 

@@ -20,6 +20,7 @@ use super::commands::Direction;
 use super::outbound::Wake;
 use super::prices::PriceSource;
 use super::service::crossed;
+use crate::live_status::LiveStatus;
 use crate::store::{AlertRow, Store};
 
 /// What one check did.
@@ -129,6 +130,7 @@ pub async fn run_checker<P: PriceSource>(
     bot_id: u64,
     interval: Duration,
     outbox: Arc<Wake>,
+    status: Arc<LiveStatus>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -139,7 +141,10 @@ pub async fn run_checker<P: PriceSource>(
             _ = tick.tick() => {}
         }
         match check_once(&store, prices.as_ref(), bot_id).await {
-            Ok(outcome) if outcome.fired > 0 => outbox.wake(),
+            Ok(outcome) if outcome.fired > 0 => {
+                status.metrics.alerts_fired.inc_by(outcome.fired as u64);
+                outbox.wake();
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(bot_id, "alert check failed: {e}"),
         }

@@ -9,13 +9,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use teloxide::types::ChatId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::live_status::LiveStatus;
 use crate::store::{OutboxMessage, Store};
 use crate::telegram::client::Client;
 use crate::telegram::errors::FailureKind;
@@ -124,8 +125,8 @@ pub struct Outbound {
     pub bot_id: u64,
     pub limits: Limits,
     pub wake: Arc<Wake>,
-    /// Messages waiting (for the metrics and the status).
-    pub depth: Arc<AtomicI64>,
+    /// Where the queue depth, sends and errors are counted.
+    pub status: Arc<LiveStatus>,
 }
 
 impl Outbound {
@@ -159,7 +160,7 @@ impl Outbound {
             Err(e) => tracing::warn!(bot_id = self.bot_id, "cannot read the outbox: {e}"),
         }
         if let Ok(n) = self.store.outbox_len(self.bot_id).await {
-            self.depth.store(n, Ordering::Relaxed);
+            self.status.metrics.outbound_queue_depth.set(n);
         }
     }
 
@@ -240,7 +241,7 @@ impl Outbound {
                         "cannot remove a sent message from the outbox: {e}"
                     );
                 }
-                self.depth.fetch_sub(1, Ordering::Relaxed);
+                self.status.metrics.outbound_queue_depth.dec();
             }
         }
     }
@@ -253,10 +254,12 @@ impl Outbound {
         let failure = match result {
             Ok(()) => {
                 chat.failures = 0;
+                self.status.metrics.messages_sent.inc();
                 return true;
             }
             Err(f) => f,
         };
+        self.status.metrics.api_error(failure.kind.name());
         match failure.kind {
             FailureKind::RetryAfter(wait) => {
                 tracing::warn!(
@@ -267,6 +270,7 @@ impl Outbound {
                     wait.as_secs()
                 );
                 chat.not_before = now + wait;
+                self.status.metrics.retries.inc();
                 false
             }
             FailureKind::Blocked => {
@@ -304,6 +308,7 @@ impl Outbound {
                     delay.as_millis()
                 );
                 chat.not_before = now + delay;
+                self.status.metrics.retries.inc();
                 false
             }
             _ => {

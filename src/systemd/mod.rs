@@ -2,6 +2,7 @@
 //! record the watchdog is fed from ([`watchdog`]), and logging to the journal ([`logging`]).
 //! Outside systemd each of these is a no-op or falls back to stderr, so the same binary runs on a laptop.
 
+pub mod activation;
 pub mod logging;
 pub mod notify;
 pub mod watchdog;

@@ -150,6 +150,7 @@ impl Poller {
         while !cancel.is_cancelled() {
             let timeout = self.options.poll_timeout;
             self.liveness.busy_until(Client::poll_deadline(timeout));
+            let poll_started = Instant::now();
             let result = tokio::select! {
                 // Dropping the request closes its connection: the updates it may have carried stay
                 // unconfirmed, and the next poll (ours or a successor's) receives them.
@@ -157,8 +158,13 @@ impl Poller {
                 result = self.client.get_updates(self.offset(), timeout, BATCH_LIMIT) => result,
             };
             self.liveness.beat();
+            let metrics = &self.status.metrics;
+            metrics
+                .long_poll_seconds
+                .observe(poll_started.elapsed().as_secs_f64());
             match result {
                 Ok(updates) => {
+                    metrics.updates_received.inc_by(updates.len() as u64);
                     conflicts.reset();
                     faults.reset();
                     self.status.polled();
@@ -221,11 +227,15 @@ impl Poller {
             FailureKind::Unauthorized => Err(Failure::config(format!(
                 "Telegram rejected the token (401 Unauthorized): it was revoked or mistyped; get the current one from @BotFather ({failure})"
             ))),
-            FailureKind::ConflictWebhook => Err(Failure::config(
-                "a webhook is set for this bot, so Telegram refuses getUpdates (409 webhook_active); delete it with the Bot API method deleteWebhook, or set delete_webhook = true (CRYPTOBOT_DELETE_WEBHOOK=true)",
-            )),
+            FailureKind::ConflictWebhook => Err({
+                self.status.metrics.conflict("webhook_active");
+                Failure::config(
+                    "a webhook is set for this bot, so Telegram refuses getUpdates (409 webhook_active); delete it with the Bot API method deleteWebhook, or set delete_webhook = true (CRYPTOBOT_DELETE_WEBHOOK=true)",
+                )
+            }),
             FailureKind::ConflictOtherPoller => {
                 let n = self.status.conflict();
+                self.status.metrics.conflict("other_poller");
                 let policy = self.options.conflict;
                 let recent = self.conflict_count.record(policy.backoff_max * 2);
                 if policy.on_conflict == OnConflict::Exit && recent >= policy.max_conflicts {
@@ -253,6 +263,8 @@ impl Poller {
                 Ok(delay)
             }
             FailureKind::RetryAfter(wait) => {
+                self.status.metrics.api_error("rate_limited");
+                self.status.metrics.retries.inc();
                 self.status.set_state(State::Degraded(format!(
                     "rate limited for {} s",
                     wait.as_secs()
@@ -266,6 +278,8 @@ impl Poller {
                 Ok(*wait)
             }
             kind => {
+                self.status.metrics.api_error(kind.name());
+                self.status.metrics.retries.inc();
                 let delay = faults.next_delay();
                 self.status
                     .set_state(State::Degraded(failure.detail.clone()));
@@ -296,6 +310,7 @@ impl Poller {
                 "skipping an update handled before a restart"
             );
         } else {
+            let started = Instant::now();
             let replies: Vec<(i64, String)> = self
                 .service
                 .handle(update)
@@ -334,6 +349,11 @@ impl Poller {
                 self.wake.wake();
             }
             self.status.add_handled();
+            self.status.metrics.updates_handled.inc();
+            self.status
+                .metrics
+                .handler_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::debug!(
                 bot_id = self.bot_id,
                 update_id = id,

@@ -1,0 +1,71 @@
+//! The HTTP side: `GET /healthz` and `GET /metrics`, on the socket systemd passes or the `listen`
+//! address (see `systemd::activation`).
+//!
+//! `/healthz` is cheap and makes no Telegram call: 200 when the update loop is live (the same
+//! `Liveness` the watchdog reads) and this process holds its instance lock (it cannot serve otherwise:
+//! the listener is opened after the lock); 503 with a JSON reason when the loop made no progress.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::live_status::LiveStatus;
+use crate::systemd::watchdog::Liveness;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub liveness: Arc<Liveness>,
+    pub status: Arc<LiveStatus>,
+    /// The loop is live while it beat within this window (or is inside a declared operation).
+    pub window: Duration,
+}
+
+async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.liveness.is_alive(state.window) {
+        let body = serde_json::json!({"status": "ok", "state": state.status.status_line()});
+        (StatusCode::OK, axum::Json(body))
+    } else {
+        let body = serde_json::json!({
+            "status": "unhealthy",
+            "reason": format!("the update loop made no progress for more than {} s", state.window.as_secs()),
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.status.metrics.encode(),
+    )
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `cancel`.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: HttpState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics (prometheus-client), served at `GET /metrics` in the text exposition format.
+//!
+//! Names follow Prometheus conventions: `cryptobot_` prefix, `_total` counters, `_seconds` histograms.
+//! Recording is a few atomic operations; nothing here blocks the update loop.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A `kind` label (conflict kind, error kind).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: String,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub updates_received: Counter,
+    pub updates_handled: Counter,
+    pub handler_seconds: Histogram,
+    pub long_poll_seconds: Histogram,
+    pub conflicts: Family<Kind, Counter>,
+    pub api_errors: Family<Kind, Counter>,
+    pub retries: Counter,
+    pub messages_sent: Counter,
+    pub outbound_queue_depth: Gauge<i64, AtomicI64>,
+    pub alerts_fired: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new("single")
+    }
+}
+
+impl Metrics {
+    /// `role`: "single" (flock only) today; "leader"/"standby" with the PostgreSQL lease.
+    pub fn new(role: &str) -> Self {
+        let mut registry = Registry::with_prefix("cryptobot");
+        let m = Self {
+            updates_received: Counter::default(),
+            updates_handled: Counter::default(),
+            handler_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            long_poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            conflicts: Family::default(),
+            api_errors: Family::default(),
+            retries: Counter::default(),
+            messages_sent: Counter::default(),
+            outbound_queue_depth: Gauge::default(),
+            alerts_fired: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "updates_received",
+            "Updates received from Telegram",
+            m.updates_received.clone(),
+        );
+        registry.register(
+            "updates_handled",
+            "Updates whose handler finished",
+            m.updates_handled.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Time to handle one update",
+            m.handler_seconds.clone(),
+        );
+        registry.register(
+            "long_poll_duration_seconds",
+            "Duration of getUpdates calls",
+            m.long_poll_seconds.clone(),
+        );
+        registry.register(
+            "conflicts",
+            "409 conflicts by kind (other_poller, webhook_active)",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "api_errors",
+            "Failed Bot API calls by kind",
+            m.api_errors.clone(),
+        );
+        registry.register(
+            "retries",
+            "Bot API calls retried after a fault",
+            m.retries.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages accepted by Telegram",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "outbound_queue_depth",
+            "Messages waiting in the outbox",
+            m.outbound_queue_depth.clone(),
+        );
+        registry.register("alerts_fired", "Price alerts fired", m.alerts_fired.clone());
+        let role_gauge: Family<RoleLabel, Gauge> = Family::default();
+        role_gauge
+            .get_or_create(&RoleLabel {
+                role: role.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "role",
+            "This instance's role (1 for the current one)",
+            role_gauge,
+        );
+        let build: Family<BuildLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "Build information", build);
+        Self { registry, ..m }
+    }
+
+    pub fn conflict(&self, kind: &str) {
+        self.conflicts
+            .get_or_create(&Kind {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn api_error(&self, kind: &str) {
+        self.api_errors
+            .get_or_create(&Kind {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new("single");
+        m.updates_handled.inc();
+        m.conflict("other_poller");
+        m.handler_seconds.observe(0.002);
+        let text = m.encode();
+        for name in [
+            "cryptobot_updates_handled_total 1",
+            "cryptobot_conflicts_total{kind=\"other_poller\"} 1",
+            "cryptobot_handler_duration_seconds_bucket",
+            "cryptobot_long_poll_duration_seconds_count",
+            "cryptobot_role{role=\"single\"} 1",
+            "cryptobot_build_info{version=\"0.1.0\"} 1",
+            "cryptobot_outbound_queue_depth",
+        ] {
+            assert!(text.contains(name), "{name} missing in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `/healthz` and `/metrics`: on a socket passed by socket activation (`systemd-socket-activate`, the
+//! same protocol as `cryptobot.socket`), or on the `listen` address; an unexpected fd set is exit 78.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::{BotProcess, FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
+
+const T: Duration = Duration::from_secs(30);
+
+fn socket_activate_available() -> bool {
+    Command::new("systemd-socket-activate")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `systemd-socket-activate -l ADDR... --fdname=... -E VAR... cryptobot run`, with the host's env.
+fn socket_activated(host: &Host, listens: &[String], fdname: &str) -> BotProcess {
+    assert!(
+        socket_activate_available(),
+        "systemd-socket-activate not found (Debian package systemd)"
+    );
+    let bot = host.command(&["run"]);
+    let mut cmd = Command::new("systemd-socket-activate");
+    for l in listens {
+        cmd.args(["-l", l]);
+    }
+    cmd.arg(format!("--fdname={fdname}"));
+    // Pass the bot's environment through -E (systemd-socket-activate starts it with a clean one).
+    for (k, v) in bot.get_envs() {
+        if let Some(v) = v {
+            cmd.arg("-E")
+                .arg(format!("{}={}", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    cmd.arg(bot.get_program()).args(bot.get_args());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    BotProcess::adopt(child)
+}
+
+#[test]
+fn healthz_answers_through_a_socket_passed_by_socket_activation() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    api.add_bot(&token, "http_bot");
+    let host = Host::new(&token, &api.url());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut bot = socket_activated(&host, std::slice::from_ref(&addr), "http");
+    bot.wait_for_stderr("Listening on", T);
+    // The first connection starts the bot (like a .socket unit); the kernel holds it until it serves.
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}\n{}", bot.stderr());
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert!(bot.stderr().contains("(Activated)"), "{}", bot.stderr());
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
+}
+
+#[test]
+fn an_unexpected_fd_set_is_a_config_error() {
+    let token = random_token();
+    let host = Host::new(&token, "http://127.0.0.1:9");
+    let listens = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut bot = socket_activated(&host, &listens, "http:other");
+    bot.wait_for_stderr("Listening on", T);
+    // Connecting starts the program; it must refuse the fd set at once.
+    let _ = std::net::TcpStream::connect(&listens[0]);
+    let status = bot.wait_exit(T);
+    assert_eq!(status.code(), Some(78), "{}", bot.stderr());
+    assert!(
+        bot.stderr()
+            .contains("expected exactly one TCP listener named \"http\""),
+        "{}",
+        bot.stderr()
+    );
+}
+
+#[test]
+fn metrics_count_what_happens_and_follow_prometheus_names() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "http_bot");
+    let host = Host::new(&token, &api.url());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_LISTEN", &addr)]);
+    notify.wait_for("READY=1", T);
+
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    let (status, before) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        api.inject_message(id, 8, "/ping");
+    }
+    api.wait_until(id, |_| api.sent(id).len() >= 3, T).unwrap();
+    let (_, after) = http_get(&addr, "/metrics");
+    assert_eq!(
+        value(&after, "cryptobot_updates_handled_total")
+            - value(&before, "cryptobot_updates_handled_total"),
+        3.0
+    );
+    assert!(
+        value(&after, "cryptobot_messages_sent_total") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("cryptobot_handler_duration_seconds_bucket{le="),
+        "{after}"
+    );
+    assert!(
+        after.contains("cryptobot_long_poll_duration_seconds_count"),
+        "{after}"
+    );
+    assert!(
+        after.contains("cryptobot_build_info{version=\"0.1.0\"} 1"),
+        "{after}"
+    );
+    // Every sample line is `name{labels} value` with a cryptobot_ name.
+    for line in after
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(line.starts_with("cryptobot_"), "{line}");
+    }
+
+    // A second instance is refused by the lock (75), not by the busy port.
+    let (status, _, stderr) = host.run_to_end(&["run"], T);
+    assert_eq!(status.code(), Some(75), "{stderr}");
+
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
