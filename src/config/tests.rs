@@ -194,6 +194,11 @@ fn the_shipped_config_file_documents_valid_keys_with_their_defaults() {
     assert_eq!(from_file.log, defaults.log);
     let (mut file_bot, default_bot) = (from_file.bot.clone(), defaults.bot.clone());
     // The shipped file names the key file as an example; without it the defaults have none.
-    assert_eq!(file_bot.price_api_key_file.take().unwrap(), PathBuf::from("/etc/cryptobot/price_api_key"));
+    assert_eq!(
+        file_bot.price_api_key_file.take().unwrap(),
+        PathBuf::from("/etc/cryptobot/price_api_key")
+    );
     assert_eq!(file_bot, default_bot);
+    assert_eq!(from_file.listen, Some("127.0.0.1:8080".parse().unwrap()), "the example listen address");
+    assert_eq!(defaults.listen, None);
 }
