@@ -312,3 +312,45 @@ fn a_thousand_alert_messages_to_200_chats_meet_no_429() {
     );
     assert_eq!(stop(bot), Some(0));
 }
+
+#[test]
+fn a_user_who_blocked_the_bot_gets_no_more_alerts() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    assert!(
+        w.ask(CHAT, "/alert btc above 70000")
+            .starts_with("Alert #1 set")
+    );
+    // Another chat's alert that never fires keeps the checker fetching prices: the test counts checks.
+    assert!(
+        w.ask(CHAT + 1, "/alert btc below 1")
+            .starts_with("Alert #2 set")
+    );
+    w.api.block_chat(w.id, CHAT, true);
+    w.prices.set("bitcoin", "usd", "70500");
+    // The alert fires, the send meets 403, and the chat's alerts are disabled.
+    w.api
+        .wait_until(w.id, |s| s.send_message_calls >= 2, T)
+        .unwrap();
+    bot.wait_for_stderr("the user blocked the bot: alerts to this chat disabled", T);
+    // A second crossing is not even attempted.
+    w.prices.set("bitcoin", "usd", "60000");
+    let checks = w.prices.requests();
+    let deadline = Instant::now() + T;
+    while w.prices.requests() < checks + 3 {
+        assert!(Instant::now() < deadline, "the checker stopped checking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.prices.set("bitcoin", "usd", "71000");
+    let checks = w.prices.requests();
+    while w.prices.requests() < checks + 3 {
+        assert!(Instant::now() < deadline, "the checker stopped checking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        w.api.stats(w.id).send_message_calls,
+        3,
+        "alerts were sent to a chat that blocked the bot"
+    );
+    assert_eq!(stop(bot), Some(0));
+}

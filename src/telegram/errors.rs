@@ -102,6 +102,15 @@ impl ApiFailure {
             RequestError::Api(ApiError::Unknown(text)) if text.contains("webhook is active") => {
                 FailureKind::ConflictWebhook
             }
+            RequestError::Api(
+                ApiError::BotBlocked
+                | ApiError::UserDeactivated
+                | ApiError::BotKicked
+                | ApiError::BotKickedFromSupergroup,
+            ) => FailureKind::Blocked,
+            RequestError::Api(ApiError::Unknown(text)) if text.starts_with("Forbidden") => {
+                FailureKind::Blocked
+            }
             RequestError::Api(ApiError::Unknown(text)) if !is_request_error(text) => {
                 FailureKind::Server
             }
