@@ -94,3 +94,45 @@ fn sighup_reloads_with_reloading_and_ready_and_a_bad_config_is_refused_not_fatal
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0));
 }
+
+#[test]
+fn a_telegram_outage_is_not_a_hang_the_watchdog_keeps_being_fed() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "outage_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(
+        Some(&notify),
+        &[
+            ("WATCHDOG_USEC", "4000000"),
+            ("CRYPTOBOT_POLL_TIMEOUT", "1"),
+        ],
+    );
+    notify.wait_for("READY=1", T);
+    // Every poll for the next 10 s fails: the loop backs off (declared to the watchdog) and retries.
+    api.inject_fault(id, "getUpdates", fake_bot_api::Fault::Reset, 1000);
+    notify.wait_for("STATUS=degraded", T);
+    let seen = notify.collect_for(Duration::from_secs(10));
+    let pings: Vec<_> = seen
+        .iter()
+        .filter(|n| n.text.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|n| n.at)
+        .collect();
+    assert!(
+        pings.len() >= 4,
+        "only {} WATCHDOG=1 during the outage",
+        pings.len()
+    );
+    let max_gap = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        max_gap <= Duration::from_millis(2500),
+        "gap of {max_gap:?} during the outage"
+    );
+    assert!(
+        bot.child.try_wait().unwrap().is_none(),
+        "the outage ended the bot"
+    );
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
