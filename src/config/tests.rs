@@ -199,6 +199,10 @@ fn the_shipped_config_file_documents_valid_keys_with_their_defaults() {
         PathBuf::from("/etc/cryptobot/price_api_key")
     );
     assert_eq!(file_bot, default_bot);
-    assert_eq!(from_file.listen, Some("127.0.0.1:8080".parse().unwrap()), "the example listen address");
+    assert_eq!(
+        from_file.listen,
+        Some("127.0.0.1:8080".parse().unwrap()),
+        "the example listen address"
+    );
     assert_eq!(defaults.listen, None);
 }
