@@ -72,6 +72,16 @@ impl World {
             .collect()
     }
 
+    /// Waits until the alert checker has fetched prices `n` more times.
+    fn wait_for_checks(&self, n: u64) {
+        let target = self.prices.requests() + n;
+        let deadline = Instant::now() + T;
+        while self.prices.requests() < target {
+            assert!(Instant::now() < deadline, "the checker stopped checking");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_for_message(&self, chat: i64, needle: &str) -> String {
         self.api
             .wait_for_sent(self.id, |m| m.chat_id == chat && m.text.contains(needle), T)
@@ -165,12 +175,7 @@ fn an_alert_fires_once_per_crossing_and_rearms() {
         "🔔 BTC is above 70000 USD: 70500 USD now (alert #1)"
     );
     // Still above for several checks: no second message.
-    let checks = w.prices.requests();
-    let deadline = Instant::now() + T;
-    while w.prices.requests() < checks + 3 {
-        assert!(Instant::now() < deadline, "the checker stopped checking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_for_checks(3);
     assert_eq!(
         w.messages_to(CHAT)
             .iter()
@@ -180,11 +185,7 @@ fn an_alert_fires_once_per_crossing_and_rearms() {
     );
     // Back below (re-arm), then above again: a second crossing, a second message.
     w.prices.set("bitcoin", "usd", "69000");
-    let checks = w.prices.requests();
-    while w.prices.requests() < checks + 2 {
-        assert!(Instant::now() < deadline, "the checker stopped checking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_for_checks(2);
     w.prices.set("bitcoin", "usd", "70001.5");
     w.api
         .wait_for_sent(w.id, |m| m.text.contains("70001.5 USD now"), T)
@@ -219,12 +220,7 @@ fn a_crossing_while_the_bot_was_down_fires_once_after_the_start() {
     // A further restart does not fire it again: it is disarmed in the store.
     let bot = w.start(&[]);
     assert_eq!(w.ask(CHAT, "/ping"), "pong");
-    let checks = w.prices.requests();
-    let deadline = Instant::now() + T;
-    while w.prices.requests() < checks + 2 {
-        assert!(Instant::now() < deadline, "the checker stopped checking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_for_checks(2);
     assert_eq!(stop(bot), Some(0));
     assert_eq!(
         w.messages_to(CHAT)
@@ -335,18 +331,9 @@ fn a_user_who_blocked_the_bot_gets_no_more_alerts() {
     bot.wait_for_stderr("the user blocked the bot: alerts to this chat disabled", T);
     // A second crossing is not even attempted.
     w.prices.set("bitcoin", "usd", "60000");
-    let checks = w.prices.requests();
-    let deadline = Instant::now() + T;
-    while w.prices.requests() < checks + 3 {
-        assert!(Instant::now() < deadline, "the checker stopped checking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_for_checks(3);
     w.prices.set("bitcoin", "usd", "71000");
-    let checks = w.prices.requests();
-    while w.prices.requests() < checks + 3 {
-        assert!(Instant::now() < deadline, "the checker stopped checking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_for_checks(3);
     assert_eq!(
         w.api.stats(w.id).send_message_calls,
         3,

@@ -347,19 +347,17 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A minimal blocking HTTP/1.1 POST with a JSON body to a loopback URL; returns (status, body).
-/// Enough for the fake Bot API's own methods (setWebhook) in tests, without an HTTP client crate.
-pub fn http_post_json(base_url: &str, path: &str, body: &str) -> (u16, String) {
+/// One blocking HTTP/1.1 exchange with a loopback server; returns (status, body). Enough for the fake
+/// Bot API's own methods and the bot's /healthz and /metrics, without an HTTP client crate.
+fn http_exchange(addr: &str, head: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let addr = base_url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the fake Bot API");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{head}Host: {addr}\r\nConnection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut response = String::new();
@@ -378,32 +376,19 @@ pub fn http_post_json(base_url: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A minimal blocking HTTP/1.1 GET to `addr` (host:port); returns (status, body).
+/// POST a JSON body to `path` of `base_url` (http://host:port).
+pub fn http_post_json(base_url: &str, path: &str, body: &str) -> (u16, String) {
+    let addr = base_url.trim_start_matches("http://").trim_end_matches('/');
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    http_exchange(addr, &head, body)
+}
+
+/// GET `path` from `addr` (host:port).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the answer");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_exchange(addr, &format!("GET {path} HTTP/1.1\r\n"), "")
 }
 
 /// A loopback port that was free a moment ago.
