@@ -1,7 +1,8 @@
 //! The command line: `cryptobot [--config PATH] run | status | stop | doctor | check-config`.
 //!
 //! Parses arguments, loads what each command needs, and turns every [`Failure`] into one line on stderr
-//! and its exit code (README.md lists them). Usage errors exit 64.
+//! and its exit code (README.md lists them). Usage errors exit 64. The hidden `generate-assets DIR`
+//! writes the man page `cryptobot(8)` and the shell completions from these definitions ([`assets`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,13 @@ pub enum Command {
     CheckConfig,
     /// Diagnose: config, token, webhook, lock holder, systemd unit, recent conflicts (exit 1 on problems)
     Doctor,
+    /// Write the man page cryptobot.8 and the bash, zsh and fish completions into DIR (packaging/build-deb)
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Directory to write into (created if missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// The binary's entry point.
@@ -76,6 +84,12 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
     let config_path = cli.config.as_deref();
     match &cli.command {
+        Command::GenerateAssets { dir } => {
+            for written in assets::write_all(dir)? {
+                println!("{}", written.display());
+            }
+            Ok(0)
+        }
         Command::Run => {
             let config = Config::load(config_path, env)?;
             crate::systemd::logging::init(&config.settings.log);
@@ -139,3 +153,5 @@ impl From<std::io::Error> for Failure {
         Failure::software(e.to_string())
     }
 }
+
+pub mod assets;

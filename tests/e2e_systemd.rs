@@ -121,3 +121,9 @@ fn container_harness_boots_and_leaves_nothing_behind() {
 fn tracer_bullet_install_serve_restart_stop_purge() {
     run_scenario("tracer-bullet.sh", &[]);
 }
+
+#[test]
+#[ignore = "needs root and systemd-nspawn; run by the test command as root (see README)"]
+fn lifecycle_install_upgrade_keeps_conffile_and_state_remove_purge_reinstall() {
+    run_scenario("lifecycle.sh", &[]);
+}

@@ -116,7 +116,24 @@ fn metrics_count_what_happens_and_follow_prometheus_names() {
         api.inject_message(id, 8, "/ping");
     }
     api.wait_until(id, |_| api.sent(id).len() >= 3, T).unwrap();
-    let (_, after) = http_get(&addr, "/metrics");
+    // The fake records a message when it receives sendMessage; the bot counts
+    // it once the answer is back. Poll (bounded) until the counters caught up.
+    let deadline = std::time::Instant::now() + T;
+    let after = loop {
+        let (_, text) = http_get(&addr, "/metrics");
+        if value(&text, "cryptobot_messages_sent_total") >= 3.0
+            && value(&text, "cryptobot_updates_handled_total")
+                - value(&before, "cryptobot_updates_handled_total")
+                >= 3.0
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {T:?} waiting for 3 sent messages in /metrics:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(
         value(&after, "cryptobot_updates_handled_total")
             - value(&before, "cryptobot_updates_handled_total"),
