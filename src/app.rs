@@ -34,7 +34,7 @@ use crate::systemd::watchdog::{self, Liveness};
 use crate::telegram::backoff::Backoff;
 use crate::telegram::client::Client;
 use crate::telegram::errors::FailureKind;
-use crate::telegram::poller::{Poller, PollerOptions, confirm_offset};
+use crate::telegram::poller::{Confirmation, Poller, PollerOptions, confirm_offset};
 
 /// Attempts at `getMe` before giving up at start (Telegram or the network is down).
 const GET_ME_ATTEMPTS: u32 = 5;
@@ -297,14 +297,22 @@ async fn serve_until_stopped(
         handled_before,
     );
     {
-        let offset = poller.offset_cell();
+        let offsets = poller.offsets();
         cleanup.push("offset confirmation", move || async move {
-            match confirm_offset(&client, &offset).await {
-                Ok(Some(next)) => {
+            match confirm_offset(&client, &offsets).await {
+                Ok(Confirmation::Confirmed(next) | Confirmation::AlreadyConfirmed(next)) => {
                     tracing::info!(bot_id, offset = next, "offset confirmed to Telegram");
                     Ok(())
                 }
-                Ok(None) => Ok(()),
+                Ok(Confirmation::Sent(next)) => {
+                    tracing::info!(
+                        bot_id,
+                        offset = next,
+                        "offset sent to Telegram (it holds a repeated offset; not waiting for the answer)"
+                    );
+                    Ok(())
+                }
+                Ok(Confirmation::Nothing) => Ok(()),
                 Err(e) => Err(format!(
                     "{e}; the next start skips what was handled, from the state store"
                 )),

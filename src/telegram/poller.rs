@@ -4,15 +4,15 @@
 //! - G3: the offset moves past an update only after its handler finished and its replies were queued
 //!   in the outbox (one transaction with the "handled" mark); on shutdown the loop stops fetching,
 //!   lets the update in hand finish, and confirms the offset to Telegram with a last
-//!   `getUpdates(offset, timeout = 0)`. Updates fetched but not handled
-//!   are never confirmed, so the next instance gets them: nothing is lost.
+//!   `getUpdates(offset, timeout = 0)` unless a poll Telegram answered already carried it. Updates
+//!   fetched but not handled are never confirmed, so the next instance gets them: nothing is lost.
 //! - G5: each iteration beats [`Liveness`]; every wait is declared with its deadline.
 //! - G6: a 409 from another poller backs off with jitter (5 s doubling to 300 s) and is made visible;
 //!   a webhook-active 409 is a named configuration error.
 //! - A fault of Telegram or the network never ends the loop: it retries with backoff, STATUS "degraded".
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use teloxide::types::Update;
@@ -31,6 +31,12 @@ use crate::systemd::watchdog::Liveness;
 
 /// Updates per `getUpdates` (the Bot API maximum).
 const BATCH_LIMIT: u8 = 100;
+
+/// How long the closing confirmation waits when the poll dropped at the stop carried the same offset.
+/// Telegram confirms an offset when a request carrying it arrives, and holds a `getUpdates` that repeats
+/// the previous request's offset for up to 3 s even with `timeout = 0`; waiting for that answer would
+/// add 3 s to every stop and restart for nothing.
+const REPEATED_CONFIRM_BUDGET: Duration = Duration::from_millis(300);
 
 /// How long a stop request lets the update in hand finish before abandoning it (unconfirmed, so the
 /// next instance handles it: at most this one update is handled twice).
@@ -85,9 +91,9 @@ pub struct Poller {
     service: Service<CoinGecko>,
     wake: Arc<Wake>,
     bot_id: u64,
-    /// The next update id to ask for (everything below it has been handled); shared with the closing
-    /// step that confirms it to Telegram. [`NO_OFFSET`] until the first update.
-    offset: Arc<AtomicI64>,
+    /// The next update id to ask for, and what Telegram was told of it; shared with the closing step
+    /// that confirms it ([`confirm_offset`]).
+    offsets: Arc<Offsets>,
     /// Updates up to this id were handled by an earlier process (from the store): skipped (G4).
     handled_before: Option<i64>,
     conflict_count: ConflictCount,
@@ -113,7 +119,7 @@ impl Poller {
             service,
             wake,
             bot_id,
-            offset: Arc::new(AtomicI64::new(NO_OFFSET)),
+            offsets: Arc::new(Offsets::default()),
             handled_before,
             conflict_count: ConflictCount::default(),
         }
@@ -121,12 +127,12 @@ impl Poller {
 
     /// The next offset (one past the last handled update), if any update was handled.
     pub fn offset(&self) -> Option<i32> {
-        offset_of(&self.offset)
+        self.offsets.next()
     }
 
-    /// The shared offset, for the closing step that confirms it ([`confirm_offset`]).
-    pub fn offset_cell(&self) -> Arc<AtomicI64> {
-        Arc::clone(&self.offset)
+    /// The shared offsets, for the closing step that confirms them ([`confirm_offset`]).
+    pub fn offsets(&self) -> Arc<Offsets> {
+        Arc::clone(&self.offsets)
     }
 
     /// Waits `delay` (declared to the watchdog) unless cancelled first. Returns false when cancelled.
@@ -151,11 +157,13 @@ impl Poller {
             let timeout = self.options.poll_timeout;
             self.liveness.busy_until(Client::poll_deadline(timeout));
             let poll_started = Instant::now();
+            let offset = self.offset();
+            self.offsets.sending(offset);
             let result = tokio::select! {
                 // Dropping the request closes its connection: the updates it may have carried stay
                 // unconfirmed, and the next poll (ours or a successor's) receives them.
                 () = cancel.cancelled() => break,
-                result = self.client.get_updates(self.offset(), timeout, BATCH_LIMIT) => result,
+                result = self.client.get_updates(offset, timeout, BATCH_LIMIT) => result,
             };
             self.liveness.beat();
             let metrics = &self.status.metrics;
@@ -164,6 +172,7 @@ impl Poller {
                 .observe(poll_started.elapsed().as_secs_f64());
             match result {
                 Ok(updates) => {
+                    self.offsets.answered.store(true, Ordering::Release);
                     metrics.updates_received.inc_by(updates.len() as u64);
                     conflicts.reset();
                     faults.reset();
@@ -361,30 +370,85 @@ impl Poller {
                 "update handled"
             );
         }
-        self.offset.store(i64::from(id) + 1, Ordering::Release);
+        self.offsets
+            .next
+            .store(i64::from(id) + 1, Ordering::Release);
         self.liveness.beat();
     }
 }
 
-/// The offset cell's "no update handled yet".
+/// The offsets' "no update handled yet" / "no poll sent yet".
 pub const NO_OFFSET: i64 = -1;
 
-fn offset_of(cell: &AtomicI64) -> Option<i32> {
-    let v = cell.load(Ordering::Acquire);
-    (v != NO_OFFSET).then_some(v as i32)
+/// The offset the loop will ask for next, and the one the last `getUpdates` carried.
+#[derive(Debug)]
+pub struct Offsets {
+    /// One past the last handled update; [`NO_OFFSET`] until the first update.
+    next: AtomicI64,
+    /// The offset the most recent `getUpdates` carried ([`NO_OFFSET`]: none, or no offset).
+    sent: AtomicI64,
+    /// Whether Telegram answered that request (then it confirmed that offset for certain).
+    answered: AtomicBool,
+}
+
+impl Default for Offsets {
+    fn default() -> Self {
+        Self {
+            next: AtomicI64::new(NO_OFFSET),
+            sent: AtomicI64::new(NO_OFFSET),
+            answered: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Offsets {
+    fn next(&self) -> Option<i32> {
+        let v = self.next.load(Ordering::Acquire);
+        (v != NO_OFFSET).then_some(v as i32)
+    }
+
+    fn sending(&self, offset: Option<i32>) {
+        self.answered.store(false, Ordering::Release);
+        self.sent
+            .store(offset.map_or(NO_OFFSET, i64::from), Ordering::Release);
+    }
+}
+
+/// What the closing step did with the offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// No update was handled: nothing to confirm.
+    Nothing,
+    /// A `getUpdates` that Telegram answered already carried this offset.
+    AlreadyConfirmed(i32),
+    /// Telegram answered the closing `getUpdates(offset, timeout = 0)`.
+    Confirmed(i32),
+    /// The poll dropped at the stop carried this offset and the closing call was held (Telegram holds a
+    /// repeated offset): it arrived, so it is most likely confirmed; if not, the next start skips what
+    /// was handled, from the state store.
+    Sent(i32),
 }
 
 /// G3: tells Telegram that everything below the offset is handled, so no successor receives it again.
 pub async fn confirm_offset(
     client: &Client,
-    offset: &AtomicI64,
-) -> Result<Option<i32>, ApiFailure> {
-    let Some(next) = offset_of(offset) else {
-        return Ok(None);
+    offsets: &Offsets,
+) -> Result<Confirmation, ApiFailure> {
+    let Some(next) = offsets.next() else {
+        return Ok(Confirmation::Nothing);
     };
+    let repeated = offsets.sent.load(Ordering::Acquire) == i64::from(next);
+    if repeated && offsets.answered.load(Ordering::Acquire) {
+        return Ok(Confirmation::AlreadyConfirmed(next));
+    }
     // timeout = 0 and limit = 1: returns at once; the update it may carry stays unconfirmed.
-    client
-        .get_updates(Some(next), Duration::ZERO, 1)
-        .await
-        .map(|_| Some(next))
+    let call = client.get_updates(Some(next), Duration::ZERO, 1);
+    if repeated {
+        match tokio::time::timeout(REPEATED_CONFIRM_BUDGET, call).await {
+            Ok(answer) => answer.map(|_| Confirmation::Confirmed(next)),
+            Err(_) => Ok(Confirmation::Sent(next)),
+        }
+    } else {
+        call.await.map(|_| Confirmation::Confirmed(next))
+    }
 }
