@@ -34,10 +34,13 @@ pub struct Limits {
 
 impl Default for Limits {
     /// Telegram's limits (30/s overall, ~1/s per chat, 20/min per group), each kept slightly below.
+    /// A bucket lets at most `burst + rate × T` messages through in any window of T seconds, so the
+    /// overall burst is 1: "30 per second" then holds in every sliding second (1 + 29.7 < 31), where a
+    /// burst of 20 let 49 through in the first second of a busy period.
     fn default() -> Self {
         Self {
             global_rate: 29.7,
-            global_burst: 20.0,
+            global_burst: 1.0,
             chat_rate: 0.95,
             chat_burst: 2.0,
             group_rate: 19.0 / 60.0,
@@ -345,5 +348,35 @@ mod tests {
             b.ready_at(t0 + Duration::from_millis(500)),
             t0 + Duration::from_millis(500)
         );
+    }
+
+    /// A sender that sends whenever the overall bucket allows, for 10 s: never more than 30 messages
+    /// in any sliding second, and at least 95 % of 30/s over the whole run.
+    #[test]
+    fn the_overall_limit_holds_in_every_sliding_second() {
+        let limits = Limits::default();
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(limits.global_rate, limits.global_burst, t0);
+        let mut now = t0;
+        let mut sent = Vec::new();
+        while now < t0 + Duration::from_secs(10) {
+            now = bucket.ready_at(now);
+            bucket.take(now);
+            sent.push(now);
+        }
+        let busiest = sent
+            .iter()
+            .enumerate()
+            .map(|(i, start)| {
+                sent[i..]
+                    .iter()
+                    .take_while(|t| **t < *start + Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert!(busiest <= 30, "{busiest} messages in one second");
+        let rate = sent.len() as f64 / 10.0;
+        assert!(rate >= 28.5, "{rate} messages/s");
     }
 }
