@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alerts and outbox",
         include_str!("migrations/sqlite/0002_alerts_outbox.sql"),
     ),
+    (
+        3,
+        "outbox index by bot",
+        include_str!("migrations/sqlite/0003_outbox_index.sql"),
+    ),
 ];
 
 /// Hands sqlx the migrations compiled into the binary (sqlx's own `migrate!` needs its macros crate,
@@ -429,6 +434,32 @@ mod tests {
         let store = Store::open(&state).await.unwrap();
         assert_eq!(store.last_handled(7).await.unwrap(), Some(10));
         assert_eq!(store.last_handled(8).await.unwrap(), Some(1));
+    }
+
+    /// The outbound queue's reads run on every wake-up: they must search the index, not scan the table.
+    #[tokio::test]
+    async fn outbox_reads_use_the_bot_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        for sql in [
+            "SELECT id, chat_id, text FROM outbox WHERE bot_id = 1 AND id > 0 ORDER BY id LIMIT 10",
+            "SELECT count(*) FROM outbox WHERE bot_id = 1",
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap();
+            let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            assert!(
+                details.iter().any(|d| d.contains("outbox_bot_id")),
+                "{sql}: {details:?}"
+            );
+            assert!(
+                !details.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{sql}: {details:?}"
+            );
+        }
     }
 
     #[tokio::test]
