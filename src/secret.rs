@@ -15,7 +15,7 @@ pub struct Token {
 /// Why a string is not a bot token. Never contains the string itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("the token is empty")]
+    #[error("the token is empty; put the token @BotFather gave you in it")]
     Empty,
     #[error(
         "the token does not look like a bot token (<bot id>:<30-64 characters of A-Z a-z 0-9 _ ->); copy it again from @BotFather"

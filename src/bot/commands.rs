@@ -158,7 +158,7 @@ fn request_of(command: Command, coins: &CoinMap, default_currency: &str) -> Requ
             .map_or(Request::Usage(PRICE_USAGE), Request::Price),
         Command::Alert(args) => parse_alert(&args, coins, default_currency)
             .map_or(Request::Usage(ALERT_USAGE), Request::Alert),
-        Command::Delalert(args) => match args.split_whitespace().collect::<Vec<_>>()[..] {
+        Command::Delalert(args) => match args.split_whitespace().take(2).collect::<Vec<_>>()[..] {
             [id] => id
                 .parse()
                 .ok()
@@ -172,7 +172,12 @@ fn request_of(command: Command, coins: &CoinMap, default_currency: &str) -> Requ
 /// `/price btc eth [usd]`: the last word is the currency when it is one (and not a coin symbol) and not
 /// the only word.
 pub fn parse_price(args: &str, coins: &CoinMap, default_currency: &str) -> Option<PriceRequest> {
-    let mut words: Vec<&str> = args.split_whitespace().collect();
+    // More words than the most coins plus a currency is malformed: stop reading there (bounded work
+    // for a message with thousands of words).
+    let mut words: Vec<&str> = args.split_whitespace().take(MAX_PRICE_COINS + 2).collect();
+    if words.len() > MAX_PRICE_COINS + 1 {
+        return None;
+    }
     let currency = match words.last() {
         // A trailing currency is one that is not also a coin: "/price btc eth" asks for two coins.
         Some(last) if words.len() >= 2 && is_currency(last) && !coins.is_symbol(last) => {
@@ -205,13 +210,17 @@ pub fn parse_amount(text: &str) -> Option<Decimal> {
         && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && text.bytes().filter(|b| *b == b'.').count() <= 1
         && text.bytes().any(|b| b.is_ascii_digit());
-    let amount = Decimal::from_str(text).ok().filter(|_| plain)?;
+    if !plain {
+        return None;
+    }
+    let amount = Decimal::from_str(text).ok()?;
     (amount > Decimal::ZERO).then(|| amount.normalize())
 }
 
 /// `/alert btc above 70000 [usd]`
 pub fn parse_alert(args: &str, coins: &CoinMap, default_currency: &str) -> Option<AlertRequest> {
-    let words: Vec<&str> = args.split_whitespace().collect();
+    // At most 4 words make an alert; a fifth is enough to refuse it.
+    let words: Vec<&str> = args.split_whitespace().take(5).collect();
     let (coin, direction, amount, currency) = match words[..] {
         [coin, direction, amount] => (coin, direction, amount, default_currency.to_owned()),
         [coin, direction, amount, currency] if is_currency(currency) => {

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use teloxide::types::{ChatId, Update};
+use teloxide::types::{ChatId, Update, UpdateKind};
 use tokio_util::sync::CancellationToken;
 
 use super::commands::{self, AlertRequest, Direction, PriceRequest, Request};
 use super::prices::{CoinMap, PriceError, PriceSource};
 use crate::live_status::LiveStatus;
 use crate::store::{NewAlert, Store};
+use crate::telegram::client::UNDECODABLE;
 
 /// What the handlers may know about the running instance.
 #[derive(Clone, Debug)]
@@ -68,6 +69,10 @@ fn format_uptime(d: Duration) -> String {
 impl<P: PriceSource> Service<P> {
     /// The replies to one update (none for updates that are not commands to us).
     pub async fn handle(&self, update: &Update) -> Vec<Reply> {
+        if let UpdateKind::Error(raw) = &update.kind {
+            self.skip_unreadable(update.id.0, raw);
+            return Vec::new();
+        }
         let Some((chat, sender, request)) = commands::parse_update(
             update,
             &self.context.username,
@@ -78,6 +83,29 @@ impl<P: PriceSource> Service<P> {
         };
         let text = self.answer(chat.0, sender, request).await;
         vec![Reply { chat, text }]
+    }
+
+    /// An update this bot cannot read (its kind is unknown, its content malformed, or it did not
+    /// decode at all: [`UNDECODABLE`]) is skipped: logged with its id and counted, no reply; it is
+    /// then recorded as handled like any other, so the offset moves past it.
+    fn skip_unreadable(&self, update_id: u32, raw: &serde_json::Value) {
+        let reason = match raw.get(UNDECODABLE).and_then(serde_json::Value::as_str) {
+            Some(error) => format!("it does not decode ({error})"),
+            None => {
+                let kind = raw
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| *k != "update_id"))
+                    .map_or("none", String::as_str);
+                let kind: String = kind.chars().take(40).collect();
+                format!("unknown or malformed update kind {kind:?}")
+            }
+        };
+        self.status.metrics.api_error("bad_update");
+        tracing::warn!(
+            bot_id = self.bot_id,
+            update_id,
+            "skipping update {update_id}: this bot cannot read it: {reason}"
+        );
     }
 
     fn is_admin(&self, chat: i64, sender: i64) -> bool {

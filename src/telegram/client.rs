@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use teloxide::Bot;
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::requests::Requester;
-use teloxide::types::{BotCommand, ChatId, Me, Update};
+use teloxide::types::{BotCommand, ChatId, Me, Update, UpdateId, UpdateKind};
 
 use super::errors::ApiFailure;
 use crate::exit::{Failure, Result};
@@ -20,6 +20,10 @@ use crate::secret::Token;
 pub const POLL_MARGIN: Duration = Duration::from_secs(10);
 /// Deadline of every other request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The key of the `UpdateKind::Error` value that stands for an update that did not decode at all;
+/// its value is the decoding error (one line, no content of the update).
+pub const UNDECODABLE: &str = "undecodable";
 
 /// A Bot API client for one token.
 #[derive(Clone)]
@@ -74,6 +78,13 @@ impl Client {
     }
 
     /// One long poll. `offset` confirms every update below it.
+    ///
+    /// One update that does not decode (a lone surrogate in a text, a number out of range, ...) must
+    /// not fail its whole batch: the offset would then never move past it and every poll would fetch
+    /// it again, blocking the queue for ever. Such a batch is decoded again one update at a time
+    /// ([`decode_each`]): an undecodable update comes back as `UpdateKind::Error` with its id, as
+    /// teloxide itself does for an update kind it does not know, so the handler skips it and the
+    /// offset moves past it.
     pub async fn get_updates(
         &self,
         offset: Option<i32>,
@@ -88,7 +99,23 @@ impl Client {
         if let Some(offset) = offset {
             req = req.offset(offset);
         }
-        self.call("getUpdates", timeout + POLL_MARGIN, req).await
+        let deadline = timeout + POLL_MARGIN;
+        match tokio::time::timeout(deadline, req.into_future()).await {
+            Ok(Ok(updates)) => Ok(updates),
+            Ok(Err(e)) => {
+                if let teloxide::RequestError::InvalidJson { raw, .. } = &e
+                    && let Some(updates) = decode_each(raw)
+                {
+                    return Ok(updates);
+                }
+                Err(ApiFailure::from_request_error(
+                    "getUpdates",
+                    &e,
+                    &self.token,
+                ))
+            }
+            Err(_) => Err(ApiFailure::deadline("getUpdates", deadline)),
+        }
     }
 
     /// The deadline of a long poll started now with `timeout`.
@@ -138,5 +165,117 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// Webhook mode: Telegram POSTs updates to `url`, one at a time (`max_connections = 1`, so update
+    /// ids arrive in order), with `secret` in `X-Telegram-Bot-Api-Secret-Token`. Pending updates are
+    /// kept: they are delivered to the webhook.
+    pub async fn set_webhook(
+        &self,
+        url: url::Url,
+        secret: &str,
+    ) -> std::result::Result<(), ApiFailure> {
+        use teloxide::payloads::SetWebhookSetters;
+        self.call(
+            "setWebhook",
+            REQUEST_DEADLINE,
+            self.bot
+                .set_webhook(url)
+                .secret_token(secret.to_owned())
+                .max_connections(1),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Decodes one update's JSON text. An update that does not decode but has a readable `update_id`
+/// becomes `UpdateKind::Error({"undecodable": "<the error>"})` (see [`UNDECODABLE`]), so that it can be
+/// skipped by id; `None` when not even the id can be read.
+pub fn decode_update(text: &str) -> Option<Update> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        update_id: u32,
+    }
+    match serde_json::from_str::<Update>(text) {
+        Ok(update) => Some(update),
+        Err(error) => {
+            // Only the id is read: every other value is skipped unread (lone surrogates included).
+            let IdOnly { update_id } = serde_json::from_str(text).ok()?;
+            Some(Update {
+                id: UpdateId(update_id),
+                kind: UpdateKind::Error(serde_json::json!({ UNDECODABLE: error.to_string() })),
+            })
+        }
+    }
+}
+
+/// Decodes a `getUpdates` answer whose batch did not decode as a whole, one update at a time
+/// ([`decode_update`]). An update without a readable id (Telegram always sends one) is logged and
+/// left out: the offset of a later update confirms it. `None` when `body` is not a successful answer
+/// with a list of JSON values (then the batch's own error stands: a garbage body is retried).
+fn decode_each(body: &str) -> Option<Vec<Update>> {
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        ok: bool,
+        #[serde(borrow)]
+        result: Vec<&'a serde_json::value::RawValue>,
+    }
+    let answer: Answer<'_> = serde_json::from_str(body).ok().filter(|a: &Answer| a.ok)?;
+    let mut updates = Vec::with_capacity(answer.result.len());
+    for raw in answer.result {
+        match decode_update(raw.get()) {
+            Some(update) => updates.push(update),
+            None => tracing::warn!(
+                "getUpdates: skipping an update without a readable update_id ({} bytes)",
+                raw.get().len()
+            ),
+        }
+    }
+    Some(updates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"update_id":7,"message":{"message_id":1,"date":1700000000,"chat":{"id":5,"type":"private","first_name":"A"},"text":"/ping"}}"#;
+
+    fn undecodable(update: &Update) -> Option<&str> {
+        match &update.kind {
+            UpdateKind::Error(value) => value.get(UNDECODABLE)?.as_str(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn one_bad_update_does_not_fail_its_batch() {
+        let lone = GOOD.replace("7,", "8,").replace("/ping", r"/ping \udc80");
+        let out_of_range = GOOD.replace("7,", "9,").replace("1700000000", "1e400");
+        let body = format!(
+            r#"{{"ok":true,"result":[{GOOD},{lone},{out_of_range},{{"no_id":"\ud800"}},42]}}"#
+        );
+        // teloxide alone fails the whole batch...
+        assert!(serde_json::from_str::<Vec<Update>>(&format!("[{GOOD},{lone}]")).is_err());
+        // ...decoded one by one, the good one is intact and the bad ones keep their ids.
+        let updates = decode_each(&body).unwrap();
+        let ids: Vec<u32> = updates.iter().map(|u| u.id.0).collect();
+        assert_eq!(ids, [7, 8, 9]);
+        assert!(matches!(updates[0].kind, UpdateKind::Message(_)));
+        assert!(undecodable(&updates[1]).unwrap().contains("surrogate"));
+        assert!(undecodable(&updates[2]).unwrap().contains("out of range"));
+        assert!(!undecodable(&updates[1]).unwrap().contains('\n'));
+    }
+
+    #[test]
+    fn answers_that_are_no_successful_list_are_left_to_the_caller() {
+        for body in [
+            "<html>bad gateway</html>",
+            r#"{"ok":false,"error_code":500,"description":"Internal Server Error"}"#,
+            r#"{"ok":true,"result":{"update_id":1}}"#,
+            r#"{"ok":true,"result":[{"update_id":1}"#,
+        ] {
+            assert!(decode_each(body).is_none(), "{body}");
+        }
     }
 }

@@ -93,15 +93,28 @@ impl Host {
 
     /// Runs a short command to completion (bounded) and returns (status, stdout, stderr).
     pub fn run_to_end(&self, args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
-        let child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cryptobot");
-        let mut proc = BotProcess::adopt(child);
-        let status = proc.wait_exit(timeout);
-        (status, proc.stdout(), proc.stderr())
+        run_command_to_end(self.command(args), timeout)
+    }
+
+    /// `cryptobot ARGS` started through `/bin/sh -c SCRIPT` with this host's environment, for what
+    /// only the shell can set up: the script ends with `exec "$0" "$@"`, and `exec` keeps the
+    /// shell's PID, so `LISTEN_PID=$$` names the bot; redirections on it (`3</dev/null`, `4<&-`)
+    /// decide which descriptors the bot inherits.
+    pub fn shell_command(&self, script: &str, args: &[&str]) -> Command {
+        let bot = self.command(args);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.env_clear()
+            .arg("-c")
+            .arg(script)
+            .arg(bot.get_program())
+            .args(bot.get_args())
+            .stdin(Stdio::null());
+        for (key, value) in bot.get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        cmd
     }
 
     /// Starts `cryptobot run`, optionally with a notify socket.
@@ -124,6 +137,19 @@ impl Host {
             .expect("spawn cryptobot run");
         BotProcess::adopt(child)
     }
+}
+
+/// Runs `cmd` to completion (bounded: killed and reported after `timeout`) and returns
+/// (status, stdout, stderr).
+pub fn run_command_to_end(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cryptobot");
+    let mut proc = BotProcess::adopt(child);
+    let status = proc.wait_exit(timeout);
+    (status, proc.stdout(), proc.stderr())
 }
 
 /// Collected output lines of a child, with a condition variable to wait on.

@@ -16,7 +16,7 @@ use crate::api_error::ApiError;
 use crate::params::{Params, percent_decode};
 use crate::server::ConnectionKill;
 use crate::shared::Shared;
-use crate::state::{PollAnswer, PollRequest, SetWebhook, WebhookSet};
+use crate::state::{PollAnswer, PollRequest, Queued, SetWebhook, WebhookSet};
 use crate::types::{Fault, canonical_method};
 use crate::webhook;
 
@@ -61,7 +61,12 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             let bot = state.bot(bot_id).map_err(internal)?;
             Ok(crate::objects::me(bot.id, &bot.username))
         }),
-        "getUpdates" => get_updates(&shared, bot_id, &params).await,
+        "getUpdates" => {
+            return match get_updates(&shared, bot_id, &params).await {
+                Ok(updates) => updates_response(&updates),
+                Err(error) => error_response(&error),
+            };
+        }
         "sendMessage" => send_message(&shared, bot_id, &params),
         "setWebhook" => return set_webhook(&shared, bot_id, &params),
         "deleteWebhook" => return delete_webhook(&shared, bot_id, &params),
@@ -89,6 +94,20 @@ fn ok_response(result: Value, description: Option<&str>) -> Response {
         map.insert("description".into(), text.into());
     }
     Json(body).into_response()
+}
+
+/// getUpdates' answer, written straight as text: a raw update may hold what a `Value` cannot.
+fn updates_response(updates: &[Queued]) -> Response {
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        ok: bool,
+        result: &'a [Queued],
+    }
+    Json(Answer {
+        ok: true,
+        result: updates,
+    })
+    .into_response()
 }
 
 fn error_response(error: &ApiError) -> Response {
@@ -142,7 +161,11 @@ impl Drop for PollGuard {
     }
 }
 
-async fn get_updates(shared: &Arc<Shared>, bot_id: i64, params: &Params) -> Answer {
+async fn get_updates(
+    shared: &Arc<Shared>,
+    bot_id: i64,
+    params: &Params,
+) -> Result<Vec<Queued>, ApiError> {
     let bad = |e: String| ApiError::bad_request(&e);
     // Out-of-range values are clamped, as telegram-bot-api does.
     let limit = params
@@ -177,7 +200,7 @@ async fn get_updates(shared: &Arc<Shared>, bot_id: i64, params: &Params) -> Answ
             bot.poll_answer(poll, request.limit, give_up)
         });
         match answer {
-            Some(PollAnswer::Updates(updates)) => return Ok(Value::Array(updates)),
+            Some(PollAnswer::Updates(updates)) => return Ok(updates),
             Some(PollAnswer::Error(error)) => return Err(error),
             None => {}
         }

@@ -24,6 +24,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/bots", post(add_bot))
         .route("/control/bots/{bot_id}/messages", post(inject_message))
         .route("/control/bots/{bot_id}/updates", post(inject_update))
+        .route(
+            "/control/bots/{bot_id}/updates/raw",
+            post(inject_update_text),
+        )
         .route("/control/bots/{bot_id}/sent", get(sent))
         .route("/control/bots/{bot_id}/stats", get(stats))
         .route("/control/bots/{bot_id}/faults", post(inject_fault))
@@ -103,6 +107,28 @@ async fn inject_update(
     let update_id = shared
         .mutate(|state| Ok(state.bot(bot_id)?.push_update(update)))
         .map_err(unknown_bot)?;
+    Ok(Json(json!({ "update_id": update_id })))
+}
+
+/// The body is the update's text, queued verbatim (see `FakeBotApi::inject_update_text`).
+async fn inject_update_text(
+    State(shared): State<Arc<Shared>>,
+    Path(bot_id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        ControlError(
+            StatusCode::BAD_REQUEST,
+            "a raw update must be UTF-8 text (write invalid Unicode as \\u escapes)".into(),
+        )
+    })?;
+    let update_id = shared.mutate(|state| {
+        state
+            .bot(bot_id)
+            .map_err(unknown_bot)?
+            .push_update_text(text)
+            .map_err(|e| ControlError(StatusCode::BAD_REQUEST, e))
+    })?;
     Ok(Json(json!({ "update_id": update_id })))
 }
 

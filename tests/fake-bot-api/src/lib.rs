@@ -24,7 +24,8 @@
 //!   most 1 update: a shutdown's final `offset=last+1, timeout=0` confirm can take 3 s.
 //! - Updates and messages are real `Update` / `Message` objects (teloxide 0.17 deserialises them,
 //!   which the crate's tests check with teloxide itself), with a `bot_command` entity for text
-//!   starting with '/'. `getMe` answers a full bot `User`.
+//!   starting with '/' — except an update a test injects as text ([`FakeBotApi::inject_update_text`]),
+//!   which goes out verbatim, however invalid. `getMe` answers a full bot `User`.
 //! - `sendMessage` answers the sent `Message`, or 400 "Bad Request: message text is empty" /
 //!   "message is too long" / "chat not found" (a chat nobody wrote from), 403 "Forbidden: bot was
 //!   blocked by the user" (see [`FakeBotApi::block_chat`]), and, when rate limits are on, 429
@@ -164,6 +165,16 @@ impl FakeBotApi {
             "fake-bot-api: an update must be a JSON object, got {update}"
         );
         self.on_bot(bot_id, |bot| bot.push_update(update))
+    }
+
+    /// Queues the text of one update exactly as given, for bad-input tests: one JSON object
+    /// without `update_id` (inserted after its opening brace), whose content need not make a valid
+    /// `Update` nor decode to valid Unicode: `{"message": {"text": "\udc80", ...}}`, numbers out
+    /// of range, wrong types. Returns its update id. Panics if the text is not one JSON object
+    /// (a body that is not JSON at all is what [`Fault::Garbage`] is for).
+    pub fn inject_update_text(&self, bot_id: i64, text: &str) -> i64 {
+        self.on_bot(bot_id, |bot| bot.push_update_text(text))
+            .unwrap_or_else(|e| panic!("fake-bot-api: {e}"))
     }
 
     /// Every message the bot sent successfully, oldest first.

@@ -6,6 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
@@ -40,8 +43,78 @@ pub(crate) struct PollRequest {
 /// How a pending `getUpdates` ends.
 #[derive(Debug)]
 pub(crate) enum PollAnswer {
-    Updates(Vec<Value>),
+    Updates(Vec<Queued>),
     Error(ApiError),
+}
+
+/// One queued update as it goes on the wire: a JSON object the fake built (or a test gave as a
+/// `Value`), or the text of one injected as is ([`BotState::push_update_text`]), which may be no
+/// valid `Update` at all (lone surrogates, numbers out of range, wrong types).
+#[derive(Debug, Clone)]
+pub(crate) enum Queued {
+    Json(Value),
+    Raw {
+        /// The object's text, `update_id` included, written verbatim into the answers.
+        text: Box<RawValue>,
+        /// The first key other than `update_id` ("" if none could be read): the update's kind.
+        kind: String,
+    },
+}
+
+impl Queued {
+    /// The update's kind: its first key other than `update_id` ("" if unknown).
+    pub(crate) fn kind(&self) -> &str {
+        match self {
+            Self::Json(update) => objects::update_kind(update).unwrap_or(""),
+            Self::Raw { kind, .. } => kind,
+        }
+    }
+
+    /// The update as JSON text, exactly as it goes on the wire.
+    pub(crate) fn to_text(&self) -> String {
+        match self {
+            Self::Json(update) => update.to_string(),
+            Self::Raw { text, .. } => text.get().to_owned(),
+        }
+    }
+}
+
+/// Serialised straight into the answer's text (never through a `Value`, which cannot hold what a
+/// raw update may contain).
+impl Serialize for Queued {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Json(update) => update.serialize(serializer),
+            Self::Raw { text, .. } => text.serialize(serializer),
+        }
+    }
+}
+
+/// The first key other than `update_id` of the JSON object `text`, reading no value (so anything a
+/// value may contain, lone surrogates included, is fine).
+fn first_key(text: &str) -> Option<String> {
+    struct FirstKey;
+    impl<'de> Visitor<'de> for FirstKey {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if found.is_none() && key != "update_id" {
+                    found = Some(key);
+                }
+            }
+            Ok(found)
+        }
+    }
+    use serde::Deserializer as _;
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(FirstKey)
+        .ok()
+        .flatten()
 }
 
 /// The whole fake: bots by id, and which token belongs to which bot.
@@ -116,7 +189,7 @@ pub(crate) struct BotState {
     pub(crate) id: i64,
     pub(crate) username: String,
     token: String,
-    queue: VecDeque<(i64, Value)>,
+    queue: VecDeque<(i64, Queued)>,
     next_update_id: i64,
     stats: Stats,
     pub(crate) sent: Vec<SentMessage>,
@@ -230,8 +303,39 @@ impl BotState {
         for chat in chats {
             self.chats.entry(chat).or_insert(0);
         }
-        self.queue.push_back((id, update));
+        self.queue.push_back((id, Queued::Json(update)));
         id
+    }
+
+    /// Queues the text of one update as is: `text` must be one JSON object without `update_id`
+    /// (the fake inserts `"update_id":N` after its opening brace), but its content need not make a
+    /// valid `Update`, nor decode to valid Unicode (`"\udc80"`). Chats are registered only when
+    /// the text parses as JSON. Returns the update id, or why the text is not one JSON object.
+    pub(crate) fn push_update_text(&mut self, text: &str) -> Result<i64, String> {
+        let id = self.next_update_id;
+        let body = text
+            .trim()
+            .strip_prefix('{')
+            .ok_or("a raw update must be one JSON object (text starting with '{')")?;
+        let separator = if body.trim_start().starts_with('}') {
+            ""
+        } else {
+            ","
+        };
+        let spliced = format!("{{\"update_id\":{id}{separator}{body}");
+        let kind = first_key(&spliced).unwrap_or_default();
+        let text = RawValue::from_string(spliced)
+            .map_err(|e| format!("a raw update must be one JSON object: {e}"))?;
+        self.next_update_id += 1;
+        if let Ok(update) = serde_json::from_str::<Value>(text.get()) {
+            let mut chats = Vec::new();
+            objects::chats_in(&update, &mut chats);
+            for chat in chats {
+                self.chats.entry(chat).or_insert(0);
+            }
+        }
+        self.queue.push_back((id, Queued::Raw { text, kind }));
+        Ok(id)
     }
 
     fn next_message_id(&mut self, chat_id: i64) -> i64 {
@@ -260,8 +364,8 @@ impl BotState {
         }
     }
 
-    fn is_allowed(&self, update: &Value) -> bool {
-        let kind = objects::update_kind(update).unwrap_or("");
+    fn is_allowed(&self, update: &Queued) -> bool {
+        let kind = update.kind();
         match &self.allowed_updates {
             Some(allowed) if !allowed.is_empty() => allowed.iter().any(|a| a == kind),
             _ => !OPT_IN_UPDATES.contains(&kind),
@@ -276,13 +380,13 @@ impl BotState {
 
     /// Up to `limit` unconfirmed updates, oldest first, counted in `deliveries`. Updates of a kind
     /// the bot did not ask for are dropped, as Telegram never stores them.
-    fn take_batch(&mut self, limit: usize) -> Vec<Value> {
+    fn take_batch(&mut self, limit: usize) -> Vec<Queued> {
         let queue = std::mem::take(&mut self.queue);
         self.queue = queue
             .into_iter()
             .filter(|(_, u)| self.is_allowed(u))
             .collect();
-        let batch: Vec<(i64, Value)> = self.queue.iter().take(limit).cloned().collect();
+        let batch: Vec<(i64, Queued)> = self.queue.iter().take(limit).cloned().collect();
         batch
             .into_iter()
             .map(|(id, update)| {

@@ -10,10 +10,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, header};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::shared::Shared;
+use crate::state::Queued;
 
 /// How long one delivery may take, connection included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,7 @@ pub(crate) async fn deliver(shared: Arc<Shared>, bot_id: i64, generation: u64) {
 }
 
 /// POSTs `update` to `url`; answers the HTTP status, or why there was none.
-async fn post(url: &str, secret: Option<&str>, update: &Value) -> Result<u16, String> {
+async fn post(url: &str, secret: Option<&str>, update: &Queued) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("fake-bot-api delivers webhooks only to http:// urls")?;
@@ -91,7 +91,7 @@ async fn post(url: &str, secret: Option<&str>, update: &Value) -> Result<u16, St
         request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
     }
     let request = request
-        .body(Body::from(update.to_string()))
+        .body(Body::from(update.to_text()))
         .map_err(|e| format!("bad webhook request ({e})"))?;
     let response = sender
         .send_request(request)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fake_bot_api::{FakeBotApi, SentMessage, Stats};
 use serde_json::json;
-use support::{BOT_ID, TOKEN, call, get, post_json, result, update_ids};
+use support::{BOT_ID, TOKEN, call, get, post_json, request, result, update_ids};
 
 #[test]
 fn control_api_round_trip() {
@@ -179,4 +179,61 @@ fn waits_time_out_with_what_they_last_saw() {
         .wait_until(5, |_| true, Duration::from_millis(50))
         .unwrap_err();
     assert!(error.contains("no bot with id 5"), "{error}");
+}
+
+#[test]
+fn update_text_is_delivered_verbatim_even_when_no_value_can_hold_it() {
+    let api = FakeBotApi::start();
+    let addr = api.addr();
+    api.add_bot(TOKEN, "raw_bot");
+    let lone = r#"{"message": {"message_id": 1, "date": 1, "chat": {"id": 5, "type": "private", "first_name": "A"}, "text": "\udc80"}}"#;
+    assert_eq!(api.inject_update_text(BOT_ID, lone), 1);
+    let path = format!("/control/bots/{BOT_ID}/updates/raw");
+    let raw = |body: &str| {
+        request(
+            addr,
+            "POST",
+            &path,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(
+        raw(r#" { "poll": {"total_voter_count": 1e400} } "#).json(),
+        json!({"update_id": 2})
+    );
+    assert_eq!(raw("{}").json(), json!({"update_id": 3}));
+    for refused in ["not json", "[1]", r#"{"a": 1} {"b": 2}"#, r#"{"a": "#] {
+        let answer = raw(refused);
+        assert_eq!(answer.status, 400, "{refused}: {}", answer.text());
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("one JSON object")
+        );
+    }
+
+    let answer = call(addr, TOKEN, "getUpdates", &json!({})).text();
+    assert!(
+        answer.contains(r#"{"update_id":1,"message": {"message_id": 1, "date": 1,"#),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""text": "\udc80"}}"#), "{answer}");
+    assert!(
+        answer.contains(r#"{"update_id":2, "poll": {"total_voter_count": 1e400} }"#),
+        "{answer}"
+    );
+    assert!(answer.contains(r#"{"update_id":3}"#), "{answer}");
+    // Delivered and confirmed like any update; the allowed_updates filter reads its kind.
+    let stats = api.stats(BOT_ID);
+    assert_eq!(stats.deliveries.len(), 3, "{stats:?}");
+    let empty = call(
+        addr,
+        TOKEN,
+        "getUpdates",
+        &json!({"offset": 4, "allowed_updates": ["message"]}),
+    );
+    assert_eq!(empty.json()["result"], json!([]));
+    assert_eq!(api.stats(BOT_ID).pending_updates, 0);
 }

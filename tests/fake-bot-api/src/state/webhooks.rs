@@ -123,7 +123,7 @@ impl BotState {
     pub(crate) fn next_webhook_update(
         &mut self,
         generation: u64,
-    ) -> Result<Option<(i64, Value)>, ()> {
+    ) -> Result<Option<(i64, super::Queued)>, ()> {
         match &self.webhook {
             Some(hook) if hook.generation == generation => {}
             _ => return Err(()),
