@@ -1,9 +1,12 @@
 //! `cryptobot run`: the order in which the guarantees are put in place.
 //!
 //! 1. lock (G1) — before any Telegram call; then the state store (the last handled update, G4);
-//! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded;
-//! 3. READY=1, the supervisor (STATUS=, WATCHDOG= fed by the loop's liveness: G5, status file);
-//! 4. the update loop until SIGTERM/SIGINT or a fatal failure;
+//! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded; then the mode: polling
+//!    deletes a webhook this bot set earlier, webhook mode sets it (`setWebhook` with the secret);
+//! 3. the outbound queue, the alert checker, the HTTP listener (with the webhook route in webhook mode);
+//!    READY=1, the supervisor (STATUS=, WATCHDOG= fed by the loop's liveness: G5, status file);
+//! 4. the update loop (or, in webhook mode, the keeper of the webhook route's liveness) until
+//!    SIGTERM/SIGINT or a fatal failure;
 //! 5. STOPPING=1, then close in reverse order of opening (`shutdown::Cleanup`): confirm the offset (G3),
 //!    stop the supervisor, close the state store; the lock is released last, when `run` returns.
 
@@ -14,11 +17,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::alerts;
+use crate::bot::dispatch::Dispatcher;
 use crate::bot::outbound::{Limits, Outbound, Wake};
 use crate::bot::prices::{CoinGecko, CoinMap};
 use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
-use crate::config::Config;
+use crate::config::{Config, Mode, WebhookSecret};
 use crate::exit::{Code, Failure, Result};
 use crate::http::HttpState;
 use crate::instance::guard::InstanceGuard;
@@ -46,6 +50,11 @@ pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
     let activated = activation::activated_listener()?;
     let guard = InstanceGuard::acquire(&config.settings.runtime_dir, bot_id)?;
     let http = activation::http_listener(activated, config.settings.listen)?;
+    if config.settings.webhook.mode == Mode::Webhook && http.is_none() {
+        return Err(Failure::config(
+            "mode = \"webhook\" needs an HTTP listener for Telegram to call: enable the socket (systemctl enable --now cryptobot.socket) or set listen (CRYPTOBOT_LISTEN)",
+        ));
+    }
     tracing::info!(
         bot_id,
         lock = %guard.path().display(),
@@ -149,16 +158,19 @@ async fn serve_until_stopped(
         return Ok(()); // stopped before Telegram answered
     };
     tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
-    if config.settings.delete_webhook {
-        // Idempotent: Telegram answers ok when no webhook is set.
-        match client.delete_webhook().await {
-            Ok(()) => tracing::info!(
-                bot_id,
-                "webhook deleted if one was set (delete_webhook = true)"
-            ),
-            Err(e) => tracing::warn!(bot_id, "could not delete the webhook: {e}"),
+    let mode = config.settings.webhook.mode;
+    let webhook = match mode {
+        Mode::Polling => {
+            leave_webhook_mode(&client, &store, bot_id, config.settings.delete_webhook).await;
+            None
         }
-    }
+        Mode::Webhook => {
+            match enter_webhook_mode(config, &client, &store, cancel, &status, &liveness).await? {
+                Some(secret) => Some(secret),
+                None => return Ok(()), // stopped before Telegram answered
+            }
+        }
+    };
     if let Err(e) = client
         .set_my_commands(crate::bot::commands::bot_commands())
         .await
@@ -169,49 +181,6 @@ async fn serve_until_stopped(
         );
     }
 
-    status.set_state(State::Polling);
-    notifier.ready(&status.status_line());
-    let supervisor = tokio::spawn(supervise(
-        notifier.clone(),
-        Arc::clone(&liveness),
-        Arc::clone(&status),
-        status_file,
-        watchdog_timeout,
-        cancel.clone(),
-    ));
-    {
-        let status = Arc::clone(&status);
-        cleanup.push("supervisor", move || async move {
-            status.set_state(State::Stopping);
-            supervisor.await.map_err(|e| e.to_string())
-        });
-    }
-
-    if let Some((listener, origin)) = http {
-        let state = HttpState {
-            liveness: Arc::clone(&liveness),
-            status: Arc::clone(&status),
-            // Live while the loop beat within a long poll plus its margin, or is in a declared wait.
-            window: watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN),
-        };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(
-            bot_id,
-            "serving /healthz and /metrics on {addr} ({origin:?})"
-        );
-        let server = tokio::spawn(crate::http::serve(listener, state, cancel.clone()));
-        cleanup.push("http server", move || async move {
-            match server.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-    }
-
     let context = Context {
         username: me.username().to_owned(),
         host: holder::hostname(),
@@ -220,11 +189,6 @@ async fn serve_until_stopped(
         started: status.started,
         role: "single instance (flock)",
     };
-    let options = PollerOptions::new(
-        poll_timeout,
-        config.settings.conflict,
-        config.settings.delete_webhook,
-    );
     if let Some(before) = handled_before {
         tracing::info!(
             bot_id,
@@ -286,16 +250,102 @@ async fn serve_until_stopped(
         restart_requested: Arc::clone(restart),
         stop: cancel.clone(),
     };
-    let mut poller = Poller::new(
-        client.clone(),
-        options,
-        Arc::clone(&liveness),
-        Arc::clone(&status),
+    let dispatcher = Dispatcher::new(
         service,
         wake,
+        Arc::clone(&status),
+        Arc::clone(&liveness),
         bot_id,
         handled_before,
     );
+    // Liveness window of /healthz: a long poll plus its margin, or the watchdog's timeout.
+    let window = watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN);
+
+    // Webhook mode: the dispatcher is shared by the route and the keeper that feeds the watchdog.
+    let (webhook_routes, shared_dispatcher, dispatcher) = match &webhook {
+        Some(secret) => {
+            let shared = Arc::new(tokio::sync::Mutex::new(dispatcher));
+            let inbound = crate::webhook::Inbound {
+                dispatcher: Arc::clone(&shared),
+                secret: secret.clone(),
+                path: crate::webhook::path_secret(secret),
+                status: Arc::clone(&status),
+                liveness: Arc::clone(&liveness),
+                bot_id,
+            };
+            (Some(crate::webhook::router(inbound)), Some(shared), None)
+        }
+        None => (None, None, Some(dispatcher)),
+    };
+    if let Some((listener, origin)) = http {
+        let state = HttpState {
+            liveness: Arc::clone(&liveness),
+            status: Arc::clone(&status),
+            window,
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let what = if webhook_routes.is_some() {
+            "Telegram's webhook route, /healthz and /metrics"
+        } else {
+            "/healthz and /metrics"
+        };
+        tracing::info!(bot_id, "serving {what} on {addr} ({origin:?})");
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            state,
+            webhook_routes,
+            cancel.clone(),
+        ));
+        cleanup.push("http server", move || async move {
+            match server.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+
+    status.set_state(if webhook.is_some() {
+        State::Webhook
+    } else {
+        State::Polling
+    });
+    notifier.ready(&status.status_line());
+    let supervisor = tokio::spawn(supervise(
+        notifier.clone(),
+        Arc::clone(&liveness),
+        Arc::clone(&status),
+        status_file,
+        watchdog_timeout,
+        cancel.clone(),
+    ));
+    {
+        let status = Arc::clone(&status);
+        cleanup.push("supervisor", move || async move {
+            status.set_state(State::Stopping);
+            supervisor.await.map_err(|e| e.to_string())
+        });
+    }
+
+    if let Some(shared) = shared_dispatcher {
+        tracing::info!(bot_id, "receiving updates by webhook");
+        // Beat at the pace the supervisor checks; a handler stuck longer starves the watchdog.
+        let period = watchdog_timeout.map_or(Duration::from_secs(1), |wd| {
+            (wd / 4).min(Duration::from_secs(1))
+        });
+        crate::webhook::keep_alive(shared, Arc::clone(&liveness), period, cancel.clone()).await;
+        return Ok(());
+    }
+    let dispatcher = dispatcher.expect("polling mode keeps the dispatcher");
+    let options = PollerOptions::new(
+        poll_timeout,
+        config.settings.conflict,
+        config.settings.delete_webhook,
+    );
+    let mut poller = Poller::new(client.clone(), options, dispatcher);
     {
         let offsets = poller.offsets();
         cleanup.push("offset confirmation", move || async move {
@@ -327,6 +377,106 @@ async fn serve_until_stopped(
     poller.run(cancel).await
 }
 
+/// Polling mode: a webhook this bot set in webhook mode is deleted (going back to polling); with
+/// `delete_webhook = true` any webhook is. Another webhook is left alone: the first poll then meets
+/// the 409 that names it.
+async fn leave_webhook_mode(client: &Client, store: &Store, bot_id: u64, delete_any: bool) {
+    let ours = match store.webhook_url(bot_id).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(bot_id, "cannot read the webhook state: {e}");
+            None
+        }
+    };
+    if ours.is_none() && !delete_any {
+        return;
+    }
+    // Idempotent: Telegram answers ok when no webhook is set.
+    match client.delete_webhook().await {
+        Ok(()) => {
+            if ours.is_some() {
+                tracing::info!(
+                    bot_id,
+                    "back to polling: deleted the webhook this bot set in webhook mode"
+                );
+                if let Err(e) = store.set_webhook_url(bot_id, None).await {
+                    tracing::warn!(bot_id, "cannot record that the webhook is deleted: {e}");
+                }
+            } else {
+                tracing::info!(
+                    bot_id,
+                    "webhook deleted if one was set (delete_webhook = true)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(bot_id, "could not delete the webhook: {e}"),
+    }
+}
+
+/// Webhook mode: the secret (configured, or generated once and kept in the store), then `setWebhook`
+/// (retried like `getMe`; Telegram refusing the URL is a configuration error). `None` when stopped
+/// before Telegram answered.
+async fn enter_webhook_mode(
+    config: &Config,
+    client: &Client,
+    store: &Store,
+    cancel: &CancellationToken,
+    status: &LiveStatus,
+    liveness: &Liveness,
+) -> Result<Option<WebhookSecret>> {
+    let bot_id = config.token.bot_id();
+    let io = |e: sqlx::Error| {
+        Failure::io(format!(
+            "state database {}: cannot keep the webhook secret ({e})",
+            store.path().display()
+        ))
+    };
+    let secret = match &config.webhook_secret {
+        Some(secret) => secret.clone(),
+        None => match store.webhook_secret(bot_id).await.map_err(io)? {
+            Some(kept) => WebhookSecret::parse(&kept).map_err(|why| {
+                Failure::io(format!(
+                    "state database {}: the kept webhook secret {why}",
+                    store.path().display()
+                ))
+            })?,
+            None => {
+                let secret = WebhookSecret::generate()?;
+                store
+                    .save_webhook_secret(bot_id, secret.expose())
+                    .await
+                    .map_err(io)?;
+                tracing::info!(
+                    bot_id,
+                    "generated a webhook secret, kept in the state store"
+                );
+                secret
+            }
+        },
+    };
+    let public_url = config
+        .settings
+        .webhook
+        .public_url
+        .as_ref()
+        .ok_or_else(|| Failure::config("mode = \"webhook\" needs public_url"))?;
+    let url = crate::webhook::webhook_url(public_url, &secret);
+    // The log names the public part only: the path is derived from the secret.
+    let shown = public_url.as_str().trim_end_matches('/').to_owned() + "/telegram/<path secret>";
+    let set = with_start_retries("setWebhook", cancel, status, liveness, || {
+        client.set_webhook(url.clone(), secret.expose())
+    })
+    .await?;
+    if set.is_none() {
+        return Ok(None);
+    }
+    if let Err(e) = store.set_webhook_url(bot_id, Some(url.as_str())).await {
+        tracing::warn!(bot_id, "cannot record the webhook URL: {e}");
+    }
+    tracing::info!(bot_id, "webhook set: Telegram POSTs updates to {shown}");
+    Ok(Some(secret))
+}
+
 /// `getMe` with a few retries for network faults; a rejected token is fatal at once.
 async fn get_me(
     client: &Client,
@@ -334,25 +484,55 @@ async fn get_me(
     status: &LiveStatus,
     liveness: &Liveness,
 ) -> Result<Option<teloxide::types::Me>> {
+    with_start_retries("getMe", cancel, status, liveness, || client.get_me()).await
+}
+
+/// A call made once at start, retried ([`GET_ME_ATTEMPTS`] in all, with backoff) on faults of
+/// Telegram or the network. A rejected token, or a request Telegram refuses as such (400: a bad
+/// webhook URL), is a configuration error at once; still failing after the attempts is exit 1 (the
+/// unit restarts the service later). `None` when stopped meanwhile.
+async fn with_start_retries<T, F, Fut>(
+    method: &str,
+    cancel: &CancellationToken,
+    status: &LiveStatus,
+    liveness: &Liveness,
+    mut call: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, crate::telegram::errors::ApiFailure>>,
+{
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
     loop {
+        liveness.busy_until(Instant::now() + crate::telegram::client::REQUEST_DEADLINE);
         let failure = tokio::select! {
             () = cancel.cancelled() => return Ok(None),
-            r = client.get_me() => match r {
-                Ok(me) => return Ok(Some(me)),
+            r = call() => match r {
+                Ok(value) => {
+                    liveness.beat();
+                    return Ok(Some(value));
+                }
                 Err(f) => f,
             },
         };
-        if failure.kind == FailureKind::Unauthorized {
-            return Err(Failure::config(format!(
-                "Telegram rejected the token (401 Unauthorized); check it, or get the current one from @BotFather ({failure})"
-            )));
+        match failure.kind {
+            FailureKind::Unauthorized => {
+                return Err(Failure::config(format!(
+                    "Telegram rejected the token (401 Unauthorized); check it, or get the current one from @BotFather ({failure})"
+                )));
+            }
+            FailureKind::Api => {
+                return Err(Failure::config(format!(
+                    "Telegram refused {method} ({failure}); check the configuration (for setWebhook: public_url must be an https URL on port 443, 80, 88 or 8443 that reaches this service)"
+                )));
+            }
+            _ => {}
         }
         if backoff.attempts() + 1 >= GET_ME_ATTEMPTS {
             return Err(Failure::new(
                 crate::exit::Code::Problem,
                 format!(
-                    "cannot reach the Bot API after {GET_ME_ATTEMPTS} attempts ({failure}); check the network and CRYPTOBOT_API_URL"
+                    "cannot reach the Bot API after {GET_ME_ATTEMPTS} attempts at {method} ({failure}); check the network and CRYPTOBOT_API_URL"
                 ),
             ));
         }
@@ -360,7 +540,7 @@ async fn get_me(
         status.set_state(State::Degraded(failure.detail.clone()));
         tracing::warn!(
             error_kind = failure.kind.name(),
-            "{failure}; retrying getMe in {:.1} s",
+            "{failure}; retrying {method} in {:.1} s",
             delay.as_secs_f64()
         );
         liveness.busy_until(Instant::now() + delay);

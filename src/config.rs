@@ -27,6 +27,9 @@ use serde::Deserialize;
 use crate::exit::{Failure, Result};
 use crate::secret::Token;
 
+pub mod webhook;
+pub use webhook::{Mode, WebhookOptions, WebhookSecret};
+
 pub const SYSTEM_CONFIG: &str = "/etc/cryptobot/cryptobot.toml";
 pub const SYSTEM_TOKEN: &str = "/etc/cryptobot/token";
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
@@ -94,6 +97,9 @@ struct FileConfig {
     max_alerts_per_chat: Option<u64>,
     coins: Option<BTreeMap<String, String>>,
     listen: Option<String>,
+    mode: Option<Mode>,
+    public_url: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 /// The crypto bot's own settings.
@@ -195,6 +201,8 @@ pub struct Settings {
     pub bot: BotOptions,
     /// Address of `/healthz` and `/metrics` when systemd passes no socket (none: no HTTP server).
     pub listen: Option<std::net::SocketAddr>,
+    /// Polling or webhook, and the webhook's settings.
+    pub webhook: WebhookOptions,
     /// True when started by systemd as a service (`$INVOCATION_ID`).
     pub under_systemd: bool,
 }
@@ -207,6 +215,8 @@ pub struct Config {
     pub token_source: TokenSource,
     /// The price API key, from the `price_api_key` credential or `price_api_key_file`. Never printed.
     pub price_api_key: Option<String>,
+    /// The webhook secret from a credential or file; `None`: generated once and kept in the store.
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 /// Names the place a value came from, for error messages.
@@ -587,6 +597,48 @@ impl Settings {
             })?),
         };
 
+        let mode = layered(
+            env,
+            "CRYPTOBOT_MODE",
+            fc.mode,
+            "mode",
+            &from,
+            Mode::Polling,
+            "\"polling\" or \"webhook\"",
+        )?
+        .value;
+        let public_url = layered(
+            env,
+            "CRYPTOBOT_WEBHOOK_URL",
+            fc.public_url,
+            "public_url",
+            &from,
+            String::new(),
+            text,
+        )?;
+        let public_url = if public_url.value.is_empty() {
+            None
+        } else {
+            Some(parse_url(
+                &public_url.value,
+                &public_url.origin,
+                "https://bot.example.com",
+            )?)
+        };
+        if mode == Mode::Webhook && public_url.is_none() {
+            return Err(Failure::config(format!(
+                "mode = \"webhook\" ({from} or environment) needs public_url: set it (or CRYPTOBOT_WEBHOOK_URL) to the https URL that reaches this service"
+            )));
+        }
+        let webhook = WebhookOptions {
+            mode,
+            public_url,
+            secret_file: env
+                .get("CRYPTOBOT_WEBHOOK_SECRET_FILE")
+                .map(PathBuf::from)
+                .or(fc.webhook_secret_file),
+        };
+
         for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
             if !dir.is_absolute() {
                 return Err(Failure::config(format!(
@@ -612,6 +664,7 @@ impl Settings {
             delete_webhook,
             bot,
             listen,
+            webhook,
             under_systemd: env.get("INVOCATION_ID").is_some(),
         })
     }
@@ -649,11 +702,14 @@ impl Config {
         let settings = Settings::load(config_arg, env)?;
         let (token, token_source) = Self::load_token(&settings, env)?;
         let price_api_key = Self::load_price_api_key(&settings, env)?;
+        let webhook_secret =
+            webhook::load_secret(env.get("CREDENTIALS_DIRECTORY"), &settings.webhook)?;
         Ok(Self {
             settings,
             token,
             token_source,
             price_api_key,
+            webhook_secret,
         })
     }
 
@@ -772,6 +828,14 @@ impl Config {
         let _ = writeln!(out, "delete_webhook = {}", s.delete_webhook);
         if let Some(listen) = s.listen {
             let _ = writeln!(out, "listen = \"{listen}\"");
+        }
+        let w = &s.webhook;
+        let _ = writeln!(out, "mode = \"{}\"", w.mode);
+        if let Some(url) = &w.public_url {
+            let _ = writeln!(out, "public_url = {:?}", url.as_str());
+        }
+        if let Some(f) = &w.secret_file {
+            let _ = writeln!(out, "webhook_secret_file = {:?}", f.display().to_string());
         }
         let b = &s.bot;
         let _ = writeln!(out, "price_api_url = {:?}", b.price_api_url.as_str());

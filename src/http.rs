@@ -1,5 +1,5 @@
 //! The HTTP side: `GET /healthz` and `GET /metrics`, on the socket systemd passes or the `listen`
-//! address (see `systemd::activation`).
+//! address (see `systemd::activation`); in webhook mode also Telegram's route (`crate::webhook`).
 //!
 //! `/healthz` is cheap and makes no Telegram call: 200 when the update loop is live (the same
 //! `Liveness` the watchdog reads) and this process holds its instance lock (it cannot serve otherwise:
@@ -57,15 +57,21 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `cancel`.
+/// Serves [`router`] plus `extra` (the webhook route, in webhook mode) until `cancel`; requests in
+/// progress then finish.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: HttpState,
+    extra: Option<Router>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(state))
+    let app = match extra {
+        Some(extra) => router(state).merge(extra),
+        None => router(state),
+    };
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }

@@ -12,7 +12,9 @@
 //!   (journald when stderr is the journal, human text otherwise).
 //! - [`telegram`]: the Bot API client, error classification, and the long-polling update source that moves
 //!   the offset only after a handler finished and confirms it on shutdown (G3).
-//! - [`bot`]: the commands the bot answers.
+//! - [`webhook`]: the other update source (`mode = "webhook"`): `POST /telegram/<path secret>`, answered
+//!   200 only once the update is recorded; [`http`]: `/healthz`, `/metrics` and that route.
+//! - [`bot`]: the commands the bot answers; `bot::dispatch` handles an update from either source once.
 //! - [`app`]: `cryptobot run`, which wires the above together in the order the guarantees need.
 //! - [`cli`]: the command line (`run`, `status`, `stop`, `doctor`, `check-config`).
 //! - [`doctor`]: the diagnosis report: config, token, webhook, lock holder, unit, recent conflicts.
@@ -38,3 +40,4 @@ pub mod shutdown;
 pub mod store;
 pub mod systemd;
 pub mod telegram;
+pub mod webhook;

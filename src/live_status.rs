@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 pub enum State {
     Starting,
     Polling,
+    /// Webhook mode: Telegram POSTs updates to this instance.
+    Webhook,
     /// Telegram or the network fails; the loop retries. The text says what failed.
     Degraded(String),
     /// Another instance polls this token.
@@ -113,6 +115,14 @@ impl LiveStatus {
         self.with(|i| i.conflicts)
     }
 
+    /// Webhook mode: an update arrived (kept where polling keeps its last poll).
+    pub fn webhook_received(&self) {
+        self.with(|i| {
+            i.last_poll = Some((Instant::now(), ms_now()));
+            i.state = State::Webhook;
+        });
+    }
+
     /// The systemd `STATUS=` line: `polling; 12 updates; last poll 1s ago`.
     pub fn status_line(&self) -> String {
         self.with(|i| {
@@ -123,6 +133,13 @@ impl LiveStatus {
             match &i.state {
                 State::Starting => "starting".to_owned(),
                 State::Polling => format!("polling; {} updates; {last}", i.handled),
+                State::Webhook => {
+                    let last = match i.last_poll {
+                        Some((at, _)) => format!("last update {}s ago", at.elapsed().as_secs()),
+                        None => "no update yet".to_owned(),
+                    };
+                    format!("webhook; {} updates; {last}", i.handled)
+                }
                 State::Degraded(why) => format!("degraded: {why}; {} updates; {last}", i.handled),
                 State::Conflict => format!(
                     "conflict: another instance polls this token ({} times since {}); {} updates",

@@ -4,10 +4,12 @@
 //! - [`prices`]: the price source (CoinGecko) with its cache and symbol map.
 //! - [`service`]: execute a request (prices, alerts in the store) into replies.
 //! - [`alerts`]: the singleton alert checker: fires each alert once per crossing.
+//! - [`dispatch`]: one update from either source, handled once and recorded with its replies.
 //! - [`outbound`]: the one queue every message leaves through, within Telegram's limits.
 
 pub mod alerts;
 pub mod commands;
+pub mod dispatch;
 pub mod outbound;
 pub mod prices;
 pub mod service;

@@ -167,6 +167,21 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "Address for /healthz and /metrics when systemd passes no socket (\\fBlisten\\fR; default none). \
          \\fIcryptobot.socket\\fR passes one on 127.0.0.1:8080.",
     ),
+    (
+        "CRYPTOBOT_MODE",
+        "\\fBpolling\\fR (default) or \\fBwebhook\\fR: Telegram POSTs updates to \\fBpublic_url\\fR \
+         (\\fBmode\\fR). Going back to polling deletes the webhook this bot set.",
+    ),
+    (
+        "CRYPTOBOT_WEBHOOK_URL",
+        "Webhook mode: the public https URL that reaches the HTTP listener (\\fBpublic_url\\fR); \
+         Telegram is given \\fI<public_url>/telegram/<path secret>\\fR.",
+    ),
+    (
+        "CRYPTOBOT_WEBHOOK_SECRET_FILE",
+        "Webhook mode: file with the secret token, mode 600 (\\fBwebhook_secret_file\\fR); the \
+         credential \\fIwebhook_secret\\fR wins; with neither, one is generated and kept in the state.",
+    ),
 ];
 
 /// Writes `cryptobot.8`, `cryptobot.bash`, `_cryptobot` (zsh) and `cryptobot.fish` into `dir`.

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox index by bot",
         include_str!("migrations/sqlite/0003_outbox_index.sql"),
     ),
+    (
+        4,
+        "webhook",
+        include_str!("migrations/sqlite/0004_webhook.sql"),
+    ),
 ];
 
 /// Hands sqlx the migrations compiled into the binary (sqlx's own `migrate!` needs its macros crate,
@@ -222,6 +227,68 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await
+    }
+
+    /// The webhook secret generated for `bot_id` earlier, if any.
+    pub async fn webhook_secret(
+        &self,
+        bot_id: u64,
+    ) -> std::result::Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar::<_, Option<String>>("SELECT secret FROM webhook WHERE bot_id = ?")
+            .bind(bot_id as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+    }
+
+    /// Keeps a generated webhook secret for `bot_id`.
+    pub async fn save_webhook_secret(
+        &self,
+        bot_id: u64,
+        secret: &str,
+    ) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO webhook (bot_id, secret, updated_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (bot_id) DO UPDATE SET secret = excluded.secret,
+                 updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(bot_id as i64)
+        .bind(secret)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// The URL this bot last gave `setWebhook` (`None`: it set none, or deleted it since).
+    pub async fn webhook_url(
+        &self,
+        bot_id: u64,
+    ) -> std::result::Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar::<_, Option<String>>("SELECT url FROM webhook WHERE bot_id = ?")
+            .bind(bot_id as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+    }
+
+    /// Records the URL given to `setWebhook`, or (`None`) that the webhook was deleted.
+    pub async fn set_webhook_url(
+        &self,
+        bot_id: u64,
+        url: Option<&str>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO webhook (bot_id, url, updated_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (bot_id) DO UPDATE SET url = excluded.url,
+                 updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(bot_id as i64)
+        .bind(url)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(drop)
     }
 
     /// Messages waiting to be sent, oldest first.
@@ -460,6 +527,23 @@ mod tests {
                 "{sql}: {details:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn webhook_secret_and_url_are_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.webhook_secret(1).await.unwrap(), None);
+        store.save_webhook_secret(1, "s").await.unwrap();
+        store
+            .set_webhook_url(1, Some("https://x/telegram/p"))
+            .await
+            .unwrap();
+        assert_eq!(store.webhook_secret(1).await.unwrap().as_deref(), Some("s"));
+        store.set_webhook_url(1, None).await.unwrap();
+        assert_eq!(store.webhook_url(1).await.unwrap(), None);
+        assert_eq!(store.webhook_secret(1).await.unwrap().as_deref(), Some("s"));
+        assert_eq!(store.webhook_url(2).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -21,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::client::Client;
 use super::errors::{ApiFailure, FailureKind};
-use crate::bot::Service;
-use crate::bot::outbound::Wake;
-use crate::bot::prices::CoinGecko;
+use crate::bot::dispatch::{Dispatcher, Outcome};
 use crate::config::{ConflictPolicy, OnConflict};
 use crate::exit::{Code, Failure};
 use crate::live_status::{LiveStatus, State};
@@ -88,39 +86,25 @@ pub struct Poller {
     options: PollerOptions,
     liveness: Arc<Liveness>,
     status: Arc<LiveStatus>,
-    service: Service<CoinGecko>,
-    wake: Arc<Wake>,
+    /// Handles each update once and records it (G3, G4).
+    dispatcher: Dispatcher,
     bot_id: u64,
     /// The next update id to ask for, and what Telegram was told of it; shared with the closing step
     /// that confirms it ([`confirm_offset`]).
     offsets: Arc<Offsets>,
-    /// Updates up to this id were handled by an earlier process (from the store): skipped (G4).
-    handled_before: Option<i64>,
     conflict_count: ConflictCount,
 }
 
 impl Poller {
-    #[allow(clippy::too_many_arguments)] // one constructor call, in app.rs; each argument is a distinct role
-    pub fn new(
-        client: Client,
-        options: PollerOptions,
-        liveness: Arc<Liveness>,
-        status: Arc<LiveStatus>,
-        service: Service<CoinGecko>,
-        wake: Arc<Wake>,
-        bot_id: u64,
-        handled_before: Option<i64>,
-    ) -> Self {
+    pub fn new(client: Client, options: PollerOptions, dispatcher: Dispatcher) -> Self {
         Self {
             client,
             options,
-            liveness,
-            status,
-            service,
-            wake,
-            bot_id,
+            liveness: Arc::clone(&dispatcher.liveness),
+            status: Arc::clone(&dispatcher.status),
+            bot_id: dispatcher.bot_id,
+            dispatcher,
             offsets: Arc::new(Offsets::default()),
-            handled_before,
             conflict_count: ConflictCount::default(),
         }
     }
@@ -304,70 +288,15 @@ impl Poller {
         }
     }
 
-    /// Handles one update, then records it as handled together with its replies (one transaction),
-    /// then moves the offset past it. An update the store says an earlier process already handled (it
-    /// crashed before confirming) is skipped.
+    /// Handles one update (the dispatcher records it with its replies, or skips a duplicate), then
+    /// moves the offset past it.
     async fn handle(&mut self, update: &Update) {
         let id = update.id.0;
-        if self
-            .handled_before
-            .is_some_and(|before| i64::from(id) <= before)
-        {
-            tracing::info!(
+        if self.dispatcher.dispatch(update).await == Outcome::NotRecorded {
+            tracing::error!(
                 bot_id = self.bot_id,
                 update_id = id,
-                "skipping an update handled before a restart"
-            );
-        } else {
-            let started = Instant::now();
-            let replies: Vec<(i64, String)> = self
-                .service
-                .handle(update)
-                .await
-                .into_iter()
-                .map(|r| (r.chat.0, r.text))
-                .collect();
-            // Until the transaction commits, the update is not handled: retry it (bounded) rather than
-            // move the offset past replies that were never queued.
-            let mut attempts = 0;
-            while let Err(e) = self
-                .service
-                .store
-                .mark_handled(self.bot_id, i64::from(id), &replies)
-                .await
-            {
-                attempts += 1;
-                tracing::warn!(
-                    bot_id = self.bot_id,
-                    update_id = id,
-                    "cannot record the update in the state store (attempt {attempts}): {e}"
-                );
-                if attempts == 3 {
-                    tracing::error!(
-                        bot_id = self.bot_id,
-                        update_id = id,
-                        "giving up on recording the update: its replies are lost"
-                    );
-                    break;
-                }
-                self.liveness
-                    .busy_until(Instant::now() + Duration::from_secs(2));
-                tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
-            }
-            if !replies.is_empty() {
-                self.wake.wake();
-            }
-            self.status.add_handled();
-            self.status.metrics.updates_handled.inc();
-            self.status
-                .metrics
-                .handler_seconds
-                .observe(started.elapsed().as_secs_f64());
-            tracing::debug!(
-                bot_id = self.bot_id,
-                update_id = id,
-                replies = replies.len(),
-                "update handled"
+                "giving up on recording the update: its replies are lost"
             );
         }
         self.offsets

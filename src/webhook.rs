@@ -1,0 +1,261 @@
+//! Webhook mode: `POST /telegram/<path secret>` on the HTTP listener (cryptobot.socket or `listen`).
+//!
+//! Guarantees:
+//! - A request is accepted only on the path derived from the secret (else 404) and with the secret in
+//!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time (else 401). A body over
+//!   [`MAX_BODY`] is 413, one without an `update_id` is 400 (an update with an id that does not
+//!   decode is accepted and skipped, as in polling mode). None of them is logged with the secret or
+//!   the body, and none reaches the bot.
+//! - 200 is answered only once the update is durably accepted: handled and recorded with its replies in
+//!   the state store (one transaction, [`Dispatcher`]), or recognised as a duplicate of one that was.
+//!   A store that refuses is 503: Telegram keeps the update and delivers it again. So a crash or a
+//!   restart loses nothing; with cryptobot.socket, systemd keeps the socket open meanwhile.
+//! - Updates are handled one at a time (the webhook is set with `max_connections = 1`, and a mutex keeps
+//!   it so), in update-id order.
+//! - G5 in webhook mode: [`keep_alive`] beats the watchdog's [`Liveness`] only while the dispatcher can
+//!   be entered; a handler stuck holding it starves the watchdog, as a stuck poll does in polling mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use teloxide::types::Update;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::bot::dispatch::{Dispatcher, Outcome};
+use crate::config::WebhookSecret;
+use crate::live_status::LiveStatus;
+use crate::systemd::watchdog::Liveness;
+
+/// Where Telegram POSTs: `/telegram/<path secret>`.
+pub const PATH_PREFIX: &str = "/telegram/";
+
+/// The largest update body accepted. Telegram's updates are far smaller (a message's text is at most
+/// 4096 characters); anything bigger is not from Telegram.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The header Telegram sends the secret token in.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// Why a request is refused (never says more to the caller than its status).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// 401: the secret header is missing or wrong.
+    WrongSecret,
+    /// 413: the body is over [`MAX_BODY`].
+    TooLarge,
+    /// 400: the body is not an update's JSON.
+    Malformed,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::WrongSecret => StatusCode::UNAUTHORIZED,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Malformed => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The path component derived from the secret: 32 hex digits of SHA-256 over a fixed label and the
+/// secret. The URL (which proxies log) therefore never contains the secret itself, and a request to
+/// another path learns nothing about it.
+pub fn path_secret(secret: &WebhookSecret) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"cryptobot webhook path\0")
+        .chain_update(secret.expose().as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The URL given to `setWebhook`: `<public_url>/telegram/<path secret>`.
+pub fn webhook_url(public_url: &url::Url, secret: &WebhookSecret) -> url::Url {
+    let mut url = public_url.clone();
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}{PATH_PREFIX}{}", path_secret(secret)));
+    url
+}
+
+/// Checks the secret header, the size and the JSON of one request: the update, or why not. Pure (no
+/// I/O), so it is fuzzed as it is.
+pub fn decode(
+    secret_header: Option<&[u8]>,
+    expected: &WebhookSecret,
+    body: &[u8],
+) -> Result<Update, Rejection> {
+    let matches = secret_header.is_some_and(|given| {
+        let expected = expected.expose().as_bytes();
+        // Lengths may differ; ct_eq is false then, after a comparison whose time depends only on them.
+        bool::from(given.ct_eq(expected))
+    });
+    if !matches {
+        return Err(Rejection::WrongSecret);
+    }
+    if body.len() > MAX_BODY {
+        return Err(Rejection::TooLarge);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| Rejection::Malformed)?;
+    // An update Telegram sent that does not decode (a lone surrogate in a text) still has its id: it
+    // is accepted as an "undecodable" update, skipped by the handler and answered 200. A 400 would
+    // make Telegram send it again for ever, holding back every update behind it.
+    crate::telegram::client::decode_update(text).ok_or(Rejection::Malformed)
+}
+
+/// What the webhook route needs.
+#[derive(Clone)]
+pub struct Inbound {
+    pub dispatcher: Arc<Mutex<Dispatcher>>,
+    pub secret: WebhookSecret,
+    pub path: String,
+    pub status: Arc<LiveStatus>,
+    pub liveness: Arc<Liveness>,
+    pub bot_id: u64,
+}
+
+/// The webhook route, to merge into the HTTP router.
+pub fn router(inbound: Inbound) -> Router {
+    Router::new()
+        .route(&format!("{PATH_PREFIX}{{path}}"), post(receive))
+        // Read one byte more than the limit, so an oversized body reaches `decode` as such: 413.
+        .layer(DefaultBodyLimit::max(MAX_BODY + 1))
+        .with_state(inbound)
+}
+
+async fn receive(
+    State(inbound): State<Inbound>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    if !bool::from(path.as_bytes().ct_eq(inbound.path.as_bytes())) {
+        return StatusCode::NOT_FOUND;
+    }
+    let header = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+    let update = match decode(header, &inbound.secret, &body) {
+        Ok(update) => update,
+        Err(rejection) => {
+            inbound.status.metrics.api_error(match rejection {
+                Rejection::WrongSecret => "webhook_unauthorized",
+                Rejection::TooLarge => "webhook_too_large",
+                Rejection::Malformed => "webhook_malformed",
+            });
+            tracing::warn!(
+                bot_id = inbound.bot_id,
+                "webhook request refused ({rejection:?}, {} bytes): answered {}",
+                body.len(),
+                rejection.status().as_u16()
+            );
+            return rejection.status();
+        }
+    };
+    inbound.status.metrics.updates_received.inc();
+    inbound.status.webhook_received();
+    let outcome = inbound.dispatcher.lock().await.dispatch(&update).await;
+    inbound.liveness.beat();
+    match outcome {
+        Outcome::Handled | Outcome::Duplicate => StatusCode::OK,
+        Outcome::NotRecorded => {
+            tracing::error!(
+                bot_id = inbound.bot_id,
+                update_id = update.id.0,
+                "cannot record the update: answered 503, Telegram will deliver it again"
+            );
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+/// Feeds the watchdog in webhook mode: every `period`, enter the dispatcher (bounded by `period`)
+/// and beat only if that succeeded. Runs until `cancel`.
+pub async fn keep_alive(
+    dispatcher: Arc<Mutex<Dispatcher>>,
+    liveness: Arc<Liveness>,
+    period: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let entered = tokio::select! {
+            () = cancel.cancelled() => return,
+            guard = tokio::time::timeout(period, dispatcher.lock()) => guard.is_ok(),
+        };
+        if entered {
+            liveness.beat();
+        } else {
+            tracing::warn!(
+                "the webhook handler has been busy for more than {:.1} s",
+                period.as_secs_f64()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> WebhookSecret {
+        WebhookSecret::parse("the-secret_1").unwrap()
+    }
+
+    const UPDATE: &str = r#"{"update_id":7,"message":{"message_id":1,"date":0,"chat":{"id":5,"type":"private","first_name":"a"},"from":{"id":5,"is_bot":false,"first_name":"a"},"text":"/ping"}}"#;
+
+    #[test]
+    fn only_the_right_secret_and_a_real_update_pass() {
+        let s = secret();
+        let ok = decode(Some(b"the-secret_1"), &s, UPDATE.as_bytes()).unwrap();
+        assert_eq!(ok.id.0, 7);
+        assert_eq!(
+            decode(None, &s, UPDATE.as_bytes()).unwrap_err(),
+            Rejection::WrongSecret
+        );
+        assert_eq!(
+            decode(Some(b"the-secret_"), &s, UPDATE.as_bytes()).unwrap_err(),
+            Rejection::WrongSecret
+        );
+        assert_eq!(
+            decode(Some(b"the-secret_1"), &s, b"{not json").unwrap_err(),
+            Rejection::Malformed
+        );
+        assert_eq!(
+            decode(Some(b"the-secret_1"), &s, b"\xff\xfe").unwrap_err(),
+            Rejection::Malformed
+        );
+        let big = vec![b' '; MAX_BODY + 1];
+        assert_eq!(
+            decode(Some(b"the-secret_1"), &s, &big).unwrap_err(),
+            Rejection::TooLarge
+        );
+    }
+
+    #[test]
+    fn the_url_carries_a_path_derived_from_the_secret_not_the_secret() {
+        let s = secret();
+        let url = webhook_url(
+            &url::Url::parse("https://bot.example.com/hook/").unwrap(),
+            &s,
+        );
+        let path = path_secret(&s);
+        assert_eq!(path.len(), 32);
+        assert_eq!(
+            url.as_str(),
+            format!("https://bot.example.com/hook/telegram/{path}")
+        );
+        assert!(!url.as_str().contains(s.expose()));
+        let other = WebhookSecret::parse("another").unwrap();
+        assert_ne!(path_secret(&other), path);
+    }
+}
