@@ -2,9 +2,11 @@
 # The tracer bullet, end to end on a booted systemd: install the .deb in a throwaway container, check the
 # first-install hint and enablement (and that an upgrade keeps an administrator's disable), give it a token
 # and a fake Bot API on the host, start it, /ping → "pong", structured journal fields, a refused second
-# instance (exit 75 naming the service's PID), a watchdog restart of a frozen process, a reload that keeps
-# it running, a clean stop with the lock free, no token in the journal, remove + reinstall, and a purge
-# (of a running bot) that leaves nothing behind.
+# instance (exit 75 naming the service's PID), no token in /proc/PID/{cmdline,environ}, a watchdog restart
+# of a frozen process, a reload that keeps it running, a clean stop with the lock free, a config error that
+# fails at once without a restart loop, webhook mode through cryptobot.socket (and a restart under load
+# that loses and repeats nothing, with the restart gap measured), back to polling, no token or webhook
+# secret in the journal, remove + reinstall, and a purge (of a running bot) that leaves nothing behind.
 #
 # Usage (as root): tests/e2e/tracer-bullet.sh [--packaging-only]
 #   --packaging-only   only install / enablement / hint / upgrade / purge: no token, no fake API, no bot.
@@ -248,6 +250,16 @@ if ((!packaging_only)); then
     wait_for 15 "\"pong\" in /control/bots/$BOT_ID/sent" pongs_at_least 1
     ok
 
+    step "the token is not in the service's /proc/PID/cmdline or environ"
+    pid=$(unit_prop MainPID)
+    for f in cmdline environ; do
+        ct_exec test -r "/proc/$pid/$f" || fail "/proc/$pid/$f is not readable"
+        if ct_exec cat "/proc/$pid/$f" | grep -qaF "$SECRET"; then
+            fail "the token's secret part is in /proc/$pid/$f"
+        fi
+    done
+    ok "MainPID $pid"
+
     step "journal has structured BOT_ID fields"
     # journald reads the service's stream asynchronously: give it a moment.
     journal_has_bot_id() {
@@ -317,9 +329,99 @@ if ((!packaging_only)); then
     ct_exec flock -n "$lock" true || fail "$lock is still locked after stop"
     ok "stop in $took s"
 
-    step "the token never appears in the journal"
+    step "a config error → failed at once, the message in systemctl status, NRestarts=0"
+    printf '[Service]\nEnvironment=CRYPTOBOT_POLL_TIMEOUT=soon\n' >"$WORK/bad.conf"
+    ct_copy_in "$WORK/bad.conf" /etc/systemd/system/cryptobot.service.d/bad.conf 0644
+    ct_exec systemctl daemon-reload
+    ct_exec systemctl reset-failed cryptobot.service 2>/dev/null || true
+    ! ct_exec timeout 60 systemctl start cryptobot.service 2>/dev/null || fail "systemctl start succeeded with a bad config"
+    failed() { service_is failed; }
+    wait_for 10 "ActiveState=failed after a config error" failed
+    [[ $(unit_prop ExecMainStatus) == 78 ]] || fail "ExecMainStatus=$(unit_prop ExecMainStatus), expected 78"
+    status_text=$(ct_exec systemctl status --no-pager -n 20 cryptobot.service 2>&1 || true)
+    printf '%s\n' "$status_text" | grep -qF "CRYPTOBOT_POLL_TIMEOUT" \
+        || fail "systemctl status does not show the error naming CRYPTOBOT_POLL_TIMEOUT: $status_text"
+    # RestartSec=1s: a restart loop would have counted by now. Observed for 3 s, not a synchronisation.
+    sleep 3
+    [[ $(unit_prop NRestarts) == 0 ]] || fail "NRestarts=$(unit_prop NRestarts) after a config error: a restart loop"
+    service_is failed || fail "ActiveState=$(unit_prop ActiveState) 3 s after the config error, expected failed"
+    ct_exec rm /etc/systemd/system/cryptobot.service.d/bad.conf
+    ct_exec systemctl daemon-reload
+    ct_exec systemctl reset-failed cryptobot.service
+    ok "$(printf '%s\n' "$status_text" | grep -m1 -o 'CRYPTOBOT_POLL_TIMEOUT[^;]*' || true)"
+
+    step "webhook mode through cryptobot.socket: setWebhook with the credential secret, /ping → pong"
+    for attempt in 1 2 3 4 5; do
+        HOOK_PORT=$((20000 + RANDOM % 40000))
+        grep -qi ":$(printf '%04X' "$HOOK_PORT") " /proc/net/tcp /proc/net/tcp6 2>/dev/null || break
+    done
+    WEBHOOK_SECRET="e2e_hook_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf '%s\n' "$WEBHOOK_SECRET" >"$WORK/webhook_secret")
+    ct_copy_in "$WORK/webhook_secret" /etc/cryptobot/webhook_secret 0600
+    printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$HOOK_PORT" >"$WORK/port.conf"
+    ct_exec mkdir -p /etc/systemd/system/cryptobot.socket.d
+    ct_copy_in "$WORK/port.conf" /etc/systemd/system/cryptobot.socket.d/port.conf 0644
+    printf '[Service]\nLoadCredential=webhook_secret:/etc/cryptobot/webhook_secret\nEnvironment=CRYPTOBOT_MODE=webhook CRYPTOBOT_WEBHOOK_URL=http://127.0.0.1:%s\n' \
+        "$HOOK_PORT" >"$WORK/webhook.conf"
+    ct_copy_in "$WORK/webhook.conf" /etc/systemd/system/cryptobot.service.d/webhook.conf 0644
+    ct_exec systemctl daemon-reload
+    ct_exec timeout 30 systemctl enable --now --quiet cryptobot.socket || fail "systemctl enable --now cryptobot.socket failed"
+    ct_exec timeout 60 systemctl start cryptobot.service || fail "systemctl start (webhook mode) failed"
+    webhook_url() { curl -fsS --max-time 5 "$API/bot$TOKEN/getWebhookInfo" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p'; }
+    hook=$(webhook_url)
+    [[ $hook == "http://127.0.0.1:$HOOK_PORT/telegram/"* ]] || fail "getWebhookInfo url is '$hook'"
+    [[ $hook != *"$WEBHOOK_SECRET"* ]] || fail "the webhook URL carries the secret"
+    pongs_before=$(sent_pongs)
+    inject_ping
+    wait_for 15 "a \"pong\" through the webhook" pongs_at_least $((pongs_before + 1))
+    [[ $(ct_exec systemctl show -P StatusText cryptobot.service) == webhook* ]] \
+        || fail "STATUS is '$(ct_exec systemctl show -P StatusText cryptobot.service)', expected webhook…"
+    ok "webhook $HOOK_PORT/telegram/<path secret>"
+
+    step "restart under load in webhook mode: every update answered exactly once"
+    sent_json() { control "$API/control/bots/$BOT_ID/sent"; }
+    (
+        for i in $(seq 1 60); do
+            control -H 'Content-Type: application/json' -d "{\"chat_id\":$((60000 + i)),\"text\":\"/ping\"}" \
+                "$API/control/bots/$BOT_ID/messages" >/dev/null || exit 1
+            sleep 0.02 # the pace of the load, not a synchronisation
+        done
+    ) &
+    loader=$!
+    sleep 0.4 # let the load start before the restart: part of the scenario, not a synchronisation
+    t0=$(ct_now)
+    ct_exec timeout 60 systemctl restart cryptobot.service || fail "systemctl restart under load failed"
+    restart_took=$(ct_since "$t0")
+    wait "$loader" || fail "injecting the load failed"
+    all_answered() { (($(sent_json | grep -o '"chat_id":6[0-9][0-9][0-9][0-9]' | wc -l) >= 60)); }
+    wait_for 30 "60 answers to the 60 updates sent across the restart" all_answered
+    dupes=$(sent_json | grep -o '"chat_id":6[0-9][0-9][0-9][0-9]' | sort | uniq -d | wc -l)
+    total=$(sent_json | grep -o '"chat_id":6[0-9][0-9][0-9][0-9]' | wc -l)
+    [[ $dupes == 0 && $total == 60 ]] || fail "$total answers, $dupes chats answered twice (expected 60, 0)"
+    # The restart gap: the largest pause between two consecutive replies to the load.
+    gap=$(sent_json | tr '{' '\n' | grep '"chat_id":6[0-9][0-9][0-9][0-9]' \
+        | sed -n 's/.*"at_ms":\([0-9]*\).*/\1/p' | sort -n \
+        | awk 'NR > 1 && $1 - p > m { m = $1 - p } { p = $1 } END { print m + 0 }')
+    ok "60 sent, 60 answered once, 0 lost, 0 repeated; systemctl restart $restart_took s; largest gap between replies ${gap} ms"
+
+    step "back to polling deletes the webhook this bot set"
+    ct_exec rm /etc/systemd/system/cryptobot.service.d/webhook.conf
+    ct_exec systemctl daemon-reload
+    ct_exec timeout 60 systemctl restart cryptobot.service || fail "systemctl restart (polling) failed"
+    [[ -z $(webhook_url) ]] || fail "the webhook is still set after going back to polling: $(webhook_url)"
+    pongs_before=$(sent_pongs)
+    inject_ping
+    wait_for 15 "a \"pong\" by polling again" pongs_at_least $((pongs_before + 1))
+    ct_exec timeout 45 systemctl stop cryptobot.service cryptobot.socket || fail "systemctl stop failed"
+    ct_exec systemctl disable --quiet cryptobot.socket
+    ok
+
+    step "the token and the webhook secret never appear in the journal"
     if ct_exec journalctl -o export --no-pager | grep -qaF "$SECRET"; then
         fail "the token's secret part is in the journal"
+    fi
+    if ct_exec journalctl -o export --no-pager | grep -qaF "$WEBHOOK_SECRET"; then
+        fail "the webhook secret is in the journal"
     fi
     ok
 
@@ -340,7 +442,8 @@ out=${out//$'\r'/}
 printf '%s\n' "$out" | sed 's/^/    | /' >&2
 for path in /etc/cryptobot /var/lib/cryptobot /run/cryptobot /usr/bin/cryptobot \
     /lib/systemd/system/cryptobot.service /lib/systemd/system/cryptobot@.service \
-    /etc/systemd/system/multi-user.target.wants/cryptobot.service /etc/systemd/system/cryptobot.service.d; do
+    /etc/systemd/system/multi-user.target.wants/cryptobot.service /etc/systemd/system/cryptobot.service.d \
+    /lib/systemd/system/cryptobot.socket /etc/systemd/system/cryptobot.socket.d; do
     if ct_exec test -e "$path" || ct_exec test -L "$path"; then
         fail "$path is still there after purge"
     fi
