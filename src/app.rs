@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bot::alerts;
 use crate::bot::dispatch::Dispatcher;
 use crate::bot::outbound::{Limits, Outbound, Wake};
-use crate::bot::prices::{CoinGecko, CoinMap};
+use crate::bot::prices::CoinGecko;
 use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
 use crate::config::{Config, Mode, WebhookSecret};
@@ -73,10 +73,17 @@ pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
     result
 }
 
+/// What `run` opened before the runtime, and how to reload: handed to `serve_until_stopped`.
+struct Inputs {
+    http: Option<(std::net::TcpListener, activation::Origin)>,
+    hup: tokio::signal::unix::Signal,
+    reload_source: ReloadSource,
+}
+
 async fn serve(
     config: &Config,
     guard: &InstanceGuard,
-    reload: ReloadSource,
+    reload_source: ReloadSource,
     http: Option<(std::net::TcpListener, activation::Origin)>,
 ) -> Result<()> {
     let bot_id = config.token.bot_id();
@@ -84,7 +91,7 @@ async fn serve(
     let cancel = CancellationToken::new();
     shutdown::spawn_signal_listener(cancel.clone(), notifier.clone(), shutdown::STOP_BOUND)
         .map_err(|e| Failure::software(format!("cannot install signal handlers: {e}")))?;
-    reload::spawn_reload_listener(reload, config.clone(), notifier.clone(), cancel.clone())
+    let hup = reload::take_sighup()
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
     let mut cleanup = Cleanup::new();
     let restart = Arc::new(AtomicBool::new(false));
@@ -95,7 +102,11 @@ async fn serve(
         &cancel,
         &mut cleanup,
         &restart,
-        http,
+        Inputs {
+            http,
+            hup,
+            reload_source,
+        },
     )
     .await;
     // Whatever ended the run: STOPPING=1, then close everything newest first, each step bounded.
@@ -128,8 +139,13 @@ async fn serve_until_stopped(
     cancel: &CancellationToken,
     cleanup: &mut Cleanup,
     restart: &Arc<AtomicBool>,
-    http: Option<(std::net::TcpListener, activation::Origin)>,
+    inputs: Inputs,
 ) -> Result<()> {
+    let Inputs {
+        http,
+        hup,
+        reload_source,
+    } = inputs;
     let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
     let liveness = Arc::new(Liveness::new());
@@ -235,15 +251,12 @@ async fn serve_until_stopped(
         checker.await.map_err(|e| e.to_string())
     });
 
+    let (bot_settings, settings_rx) =
+        tokio::sync::watch::channel(Arc::new(BotSettings::from_options(bot_options)));
     let service = Service {
         prices,
         store,
-        settings: BotSettings {
-            admins: bot_options.admin_chat_ids.clone(),
-            default_currency: bot_options.default_currency.clone(),
-            max_alerts_per_chat: bot_options.max_alerts_per_chat as i64,
-            coins: CoinMap::with_extra(&bot_options.coins),
-        },
+        settings: settings_rx,
         context,
         status: Arc::clone(&status),
         bot_id,
@@ -262,13 +275,17 @@ async fn serve_until_stopped(
     let window = watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN);
 
     // Webhook mode: the dispatcher is shared by the route and the keeper that feeds the watchdog.
-    let (webhook_routes, shared_dispatcher, dispatcher) = match &webhook {
-        Some(secret) => {
+    let credentials = webhook.clone().map(|secret| {
+        Arc::new(std::sync::RwLock::new(crate::webhook::Credentials::new(
+            secret,
+        )))
+    });
+    let (webhook_routes, shared_dispatcher, dispatcher) = match &credentials {
+        Some(credentials) => {
             let shared = Arc::new(tokio::sync::Mutex::new(dispatcher));
             let inbound = crate::webhook::Inbound {
                 dispatcher: Arc::clone(&shared),
-                secret: secret.clone(),
-                path: crate::webhook::path_secret(secret),
+                credentials: Arc::clone(credentials),
                 status: Arc::clone(&status),
                 liveness: Arc::clone(&liveness),
                 bot_id,
@@ -308,6 +325,18 @@ async fn serve_until_stopped(
         });
     }
 
+    reload::spawn(
+        hup,
+        reload_source,
+        config.clone(),
+        reload::Live {
+            client: client.clone(),
+            bot_settings,
+            webhook: credentials.clone(),
+        },
+        notifier.clone(),
+        cancel.clone(),
+    );
     status.set_state(if webhook.is_some() {
         State::Webhook
     } else {

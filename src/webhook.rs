@@ -109,12 +109,25 @@ pub fn decode(
     crate::telegram::client::decode_update(text).ok_or(Rejection::Malformed)
 }
 
+/// The secret and the path derived from it; a reload may replace both (after `setWebhook`).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub secret: WebhookSecret,
+    pub path: String,
+}
+
+impl Credentials {
+    pub fn new(secret: WebhookSecret) -> Self {
+        let path = path_secret(&secret);
+        Self { secret, path }
+    }
+}
+
 /// What the webhook route needs.
 #[derive(Clone)]
 pub struct Inbound {
     pub dispatcher: Arc<Mutex<Dispatcher>>,
-    pub secret: WebhookSecret,
-    pub path: String,
+    pub credentials: Arc<std::sync::RwLock<Credentials>>,
     pub status: Arc<LiveStatus>,
     pub liveness: Arc<Liveness>,
     pub bot_id: u64,
@@ -135,11 +148,16 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    if !bool::from(path.as_bytes().ct_eq(inbound.path.as_bytes())) {
+    let credentials = inbound
+        .credentials
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !bool::from(path.as_bytes().ct_eq(credentials.path.as_bytes())) {
         return StatusCode::NOT_FOUND;
     }
     let header = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-    let update = match decode(header, &inbound.secret, &body) {
+    let update = match decode(header, &credentials.secret, &body) {
         Ok(update) => update,
         Err(rejection) => {
             inbound.status.metrics.api_error(match rejection {

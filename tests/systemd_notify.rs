@@ -75,10 +75,37 @@ fn sighup_reloads_with_reloading_and_ready_and_a_bad_config_is_refused_not_fatal
     let mut bot = support::BotProcess::adopt(cmd.spawn().unwrap());
     notify.wait_for("READY=1", T);
 
+    // Not an admin yet.
+    api.inject_message(id, 5, "/status");
+    assert!(
+        api.wait_for_sent(id, |m| m.chat_id == 5, T)
+            .unwrap()
+            .text
+            .starts_with("not allowed")
+    );
+
+    // A reload applies the bot's settings at once, and names what waits for a restart.
+    std::fs::write(&file, "poll_timeout = 7\nadmin_chat_ids = [5]\n").unwrap();
     bot.signal(Signal::SIGHUP);
     notify.wait_for("RELOADING=1", T);
     notify.wait_for("READY=1", T);
-    bot.wait_for_stderr("configuration reloaded and valid", T);
+    bot.wait_for_stderr(
+        "configuration reloaded: applied bot settings; changes to poll_timeout take effect at the next restart",
+        T,
+    );
+    api.inject_message(id, 5, "/status");
+    let status = api
+        .wait_for_sent(
+            id,
+            |m| m.chat_id == 5 && !m.text.starts_with("not allowed"),
+            T,
+        )
+        .unwrap();
+    assert!(
+        status.text.contains(&format!("pid: {}", bot.pid())),
+        "{}",
+        status.text
+    );
 
     std::fs::write(&file, "poll_timeout = \"never\"\n").unwrap();
     bot.signal(Signal::SIGHUP);

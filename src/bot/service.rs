@@ -46,11 +46,23 @@ pub struct BotSettings {
     pub coins: CoinMap,
 }
 
+impl BotSettings {
+    pub fn from_options(options: &crate::config::BotOptions) -> Self {
+        Self {
+            admins: options.admin_chat_ids.clone(),
+            default_currency: options.default_currency.clone(),
+            max_alerts_per_chat: options.max_alerts_per_chat as i64,
+            coins: CoinMap::with_extra(&options.coins),
+        }
+    }
+}
+
 /// The bot: request in, replies out.
 pub struct Service<P> {
     pub prices: Arc<P>,
     pub store: Store,
-    pub settings: BotSettings,
+    /// The bot's settings; a reload (SIGHUP) publishes new ones, read at each update.
+    pub settings: tokio::sync::watch::Receiver<Arc<BotSettings>>,
     pub context: Context,
     pub status: Arc<LiveStatus>,
     pub bot_id: u64,
@@ -73,11 +85,12 @@ impl<P: PriceSource> Service<P> {
             self.skip_unreadable(update.id.0, raw);
             return Vec::new();
         }
+        let settings = self.settings();
         let Some((chat, sender, request)) = commands::parse_update(
             update,
             &self.context.username,
-            &self.settings.coins,
-            &self.settings.default_currency,
+            &settings.coins,
+            &settings.default_currency,
         ) else {
             return Vec::new();
         };
@@ -108,8 +121,13 @@ impl<P: PriceSource> Service<P> {
         );
     }
 
+    /// The settings in force now (a reload may have replaced them).
+    fn settings(&self) -> Arc<BotSettings> {
+        Arc::clone(&self.settings.borrow())
+    }
+
     fn is_admin(&self, chat: i64, sender: i64) -> bool {
-        self.settings
+        self.settings()
             .admins
             .iter()
             .any(|a| *a == chat || *a == sender)
@@ -220,14 +238,10 @@ impl<P: PriceSource> Service<P> {
             armed: !already,
         };
         let currency = a.currency.to_ascii_uppercase();
-        match self
-            .store
-            .add_alert(self.bot_id, chat, &new, self.settings.max_alerts_per_chat)
-            .await
-        {
+        let cap = self.settings().max_alerts_per_chat;
+        match self.store.add_alert(self.bot_id, chat, &new, cap).await {
             Ok(None) => format!(
-                "You have {} alerts, the most a chat can have; delete one with /delalert first.",
-                self.settings.max_alerts_per_chat
+                "You have {cap} alerts, the most a chat can have; delete one with /delalert first."
             ),
             Ok(Some(id)) if already => format!(
                 "Alert #{id} set: {} {} {threshold} {currency}. It is already {} ({} {currency} now), so I will tell you the next time it crosses.",

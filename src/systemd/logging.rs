@@ -5,9 +5,14 @@
 //! Field names are the tracing field names upper-cased (`bot_id` → `BOT_ID`) with no prefix, so
 //! `journalctl -u cryptobot BOT_ID=123` works. Nothing here ever formats a token (G7).
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The installed filter, replaceable by a reload (`set_filter`).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Where log records go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,24 +37,35 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. `filter` was validated by the config loader.
 pub fn init(filter: &str) -> Target {
-    let filter = EnvFilter::builder().parse_lossy(filter);
-    if stderr_is_journal()
+    let (filter, handle) = reload::Layer::new(EnvFilter::builder().parse_lossy(filter));
+    let registry = tracing_subscriber::registry().with(filter);
+    let target = if stderr_is_journal()
         && let Ok(layer) = tracing_journald::layer()
     {
         let layer = layer
             .with_field_prefix(None)
             .with_syslog_identifier("cryptobot".to_owned());
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
-            .try_init();
-        return Target::Journal;
+        let _ = registry.with(layer).try_init();
+        Target::Journal
+    } else {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(nix::unistd::isatty(2).unwrap_or(false))
+            .with_target(false);
+        let _ = registry.with(layer).try_init();
+        Target::Stderr
+    };
+    let _ = FILTER.set(handle);
+    target
+}
+
+/// Replaces the log filter (a reload). `filter` was validated by the config loader; without an
+/// installed subscriber (tests) this does nothing.
+pub fn set_filter(filter: &str) -> Result<(), String> {
+    match FILTER.get() {
+        Some(handle) => handle
+            .reload(EnvFilter::builder().parse_lossy(filter))
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(nix::unistd::isatty(2).unwrap_or(false))
-        .with_target(false)
-        .try_init();
-    Target::Stderr
 }

@@ -5,6 +5,7 @@
 //! client's own timeout is set just above the longest long poll so it never cuts one short.
 //! The `Bot` inside holds the token and derives `Debug`: it is never formatted (G7).
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use teloxide::Bot;
@@ -25,9 +26,18 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 /// its value is the decoding error (one line, no content of the update).
 pub const UNDECODABLE: &str = "undecodable";
 
-/// A Bot API client for one token.
+/// A Bot API client for one bot. Clones share the token, which a reload may replace (a token revoked
+/// and reissued by @BotFather keeps its bot id): every request uses the token current when it starts,
+/// and its errors are redacted with that token.
 #[derive(Clone)]
 pub struct Client {
+    current: Arc<RwLock<Current>>,
+    http: reqwest::Client,
+    base: url::Url,
+}
+
+#[derive(Clone)]
+struct Current {
     bot: Bot,
     token: Token,
 }
@@ -35,7 +45,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("token", &self.token)
+            .field("token", &self.current().token)
             .finish_non_exhaustive()
     }
 }
@@ -52,28 +62,53 @@ impl Client {
             // "https://host/" would otherwise become "https://host//bot<token>/getMe".
             segments.pop_if_empty();
         }
-        let bot = Bot::with_client(token.expose(), http).set_api_url(base);
-        Ok(Self {
-            bot,
+        let current = Current {
+            bot: Bot::with_client(token.expose(), http.clone()).set_api_url(base.clone()),
             token: token.clone(),
+        };
+        Ok(Self {
+            current: Arc::new(RwLock::new(current)),
+            http,
+            base,
         })
     }
 
-    async fn call<T>(
+    fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Uses `token` for every request from now on (all clones). The caller checked it is this bot's.
+    pub fn replace_token(&self, token: &Token) {
+        let bot =
+            Bot::with_client(token.expose(), self.http.clone()).set_api_url(self.base.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Current {
+            bot,
+            token: token.clone(),
+        };
+    }
+
+    async fn call<T, R>(
         &self,
         method: &str,
         deadline: Duration,
-        request: impl std::future::IntoFuture<Output = std::result::Result<T, teloxide::RequestError>>,
-    ) -> std::result::Result<T, ApiFailure> {
-        match tokio::time::timeout(deadline, request.into_future()).await {
+        request: impl FnOnce(&Bot) -> R,
+    ) -> std::result::Result<T, ApiFailure>
+    where
+        R: std::future::IntoFuture<Output = std::result::Result<T, teloxide::RequestError>>,
+    {
+        let Current { bot, token } = self.current();
+        match tokio::time::timeout(deadline, request(&bot).into_future()).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(ApiFailure::from_request_error(method, &e, &self.token)),
+            Ok(Err(e)) => Err(ApiFailure::from_request_error(method, &e, &token)),
             Err(_) => Err(ApiFailure::deadline(method, deadline)),
         }
     }
 
     pub async fn get_me(&self) -> std::result::Result<Me, ApiFailure> {
-        self.call("getMe", REQUEST_DEADLINE, self.bot.get_me())
+        self.call("getMe", REQUEST_DEADLINE, |bot| bot.get_me())
             .await
     }
 
@@ -91,8 +126,8 @@ impl Client {
         timeout: Duration,
         limit: u8,
     ) -> std::result::Result<Vec<Update>, ApiFailure> {
-        let mut req = self
-            .bot
+        let Current { bot, token } = self.current();
+        let mut req = bot
             .get_updates()
             .timeout(timeout.as_secs() as u32)
             .limit(limit);
@@ -108,11 +143,7 @@ impl Client {
                 {
                     return Ok(updates);
                 }
-                Err(ApiFailure::from_request_error(
-                    "getUpdates",
-                    &e,
-                    &self.token,
-                ))
+                Err(ApiFailure::from_request_error("getUpdates", &e, &token))
             }
             Err(_) => Err(ApiFailure::deadline("getUpdates", deadline)),
         }
@@ -128,28 +159,26 @@ impl Client {
         chat: ChatId,
         text: &str,
     ) -> std::result::Result<(), ApiFailure> {
-        self.call(
-            "sendMessage",
-            REQUEST_DEADLINE,
-            self.bot.send_message(chat, text),
-        )
+        self.call("sendMessage", REQUEST_DEADLINE, |bot| {
+            bot.send_message(chat, text)
+        })
         .await
         .map(drop)
     }
 
     pub async fn delete_webhook(&self) -> std::result::Result<(), ApiFailure> {
-        self.call("deleteWebhook", REQUEST_DEADLINE, self.bot.delete_webhook())
-            .await
-            .map(drop)
+        self.call("deleteWebhook", REQUEST_DEADLINE, |bot| {
+            bot.delete_webhook()
+        })
+        .await
+        .map(drop)
     }
 
     /// The URL of the webhook set for this bot ("" when none).
     pub async fn webhook_url(&self) -> std::result::Result<String, ApiFailure> {
-        self.call(
-            "getWebhookInfo",
-            REQUEST_DEADLINE,
-            self.bot.get_webhook_info(),
-        )
+        self.call("getWebhookInfo", REQUEST_DEADLINE, |bot| {
+            bot.get_webhook_info()
+        })
         .await
         .map(|info| info.url.map(|u| u.to_string()).unwrap_or_default())
     }
@@ -158,11 +187,9 @@ impl Client {
         &self,
         commands: Vec<BotCommand>,
     ) -> std::result::Result<(), ApiFailure> {
-        self.call(
-            "setMyCommands",
-            REQUEST_DEADLINE,
-            self.bot.set_my_commands(commands),
-        )
+        self.call("setMyCommands", REQUEST_DEADLINE, |bot| {
+            bot.set_my_commands(commands)
+        })
         .await
         .map(drop)
     }
@@ -176,14 +203,11 @@ impl Client {
         secret: &str,
     ) -> std::result::Result<(), ApiFailure> {
         use teloxide::payloads::SetWebhookSetters;
-        self.call(
-            "setWebhook",
-            REQUEST_DEADLINE,
-            self.bot
-                .set_webhook(url)
+        self.call("setWebhook", REQUEST_DEADLINE, |bot| {
+            bot.set_webhook(url)
                 .secret_token(secret.to_owned())
-                .max_connections(1),
-        )
+                .max_connections(1)
+        })
         .await
         .map(drop)
     }
