@@ -22,11 +22,12 @@ use crate::bot::outbound::{Limits, Outbound, Wake};
 use crate::bot::prices::CoinGecko;
 use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
-use crate::config::{Config, Mode, WebhookSecret};
+use crate::config::{Config, Coordination, Mode, WebhookSecret};
 use crate::exit::{Code, Failure, Result};
 use crate::http::HttpState;
 use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
+use crate::instance::leadership;
 use crate::instance::status_file::StatusFile;
 use crate::live_status::{LiveStatus, State};
 use crate::reload::{self, ReloadSource};
@@ -78,6 +79,8 @@ struct Inputs {
     http: Option<(std::net::TcpListener, activation::Origin)>,
     hup: tokio::signal::unix::Signal,
     reload_source: ReloadSource,
+    /// Set if this process held the PostgreSQL lease and lost it.
+    lease_lost: Arc<AtomicBool>,
 }
 
 async fn serve(
@@ -95,6 +98,7 @@ async fn serve(
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
     let mut cleanup = Cleanup::new();
     let restart = Arc::new(AtomicBool::new(false));
+    let lease_lost = Arc::new(AtomicBool::new(false));
     let outcome = serve_until_stopped(
         config,
         guard,
@@ -106,6 +110,7 @@ async fn serve(
             http,
             hup,
             reload_source,
+            lease_lost: Arc::clone(&lease_lost),
         },
     )
     .await;
@@ -117,6 +122,9 @@ async fn serve(
         tracing::info!(bot_id, "stopped cleanly");
     } else {
         tracing::warn!(bot_id, "stopped; these steps failed: {}", failed.join(", "));
+    }
+    if lease_lost.load(Ordering::SeqCst) {
+        return Err(crate::instance::leadership::lease_lost());
     }
     if outcome.is_ok() && restart.load(Ordering::SeqCst) {
         return Err(Failure::new(
@@ -145,6 +153,7 @@ async fn serve_until_stopped(
         http,
         hup,
         reload_source,
+        lease_lost,
     } = inputs;
     let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
@@ -174,6 +183,42 @@ async fn serve_until_stopped(
         return Ok(()); // stopped before Telegram answered
     };
     tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
+    // coordination = "postgres": a standby until the lease is ours (G2); everything below is the leader's.
+    let leadership = match (
+        &config.settings.coordination.coordination,
+        &config.database_url,
+    ) {
+        (Coordination::Postgres, Some(url)) => match leadership::acquire(
+            url,
+            lease_lost,
+            bot_id,
+            config.settings.coordination.lease_ttl,
+            &status,
+            &liveness,
+            notifier,
+            cancel,
+        )
+        .await?
+        {
+            Some(leadership) => Some(Arc::new(leadership)),
+            None => return Ok(()), // stopped while a standby
+        },
+        _ => None,
+    };
+    if let Some(leader) = &leadership {
+        let renewer = leader.spawn_renewer(bot_id, cancel.clone());
+        let leader = Arc::clone(leader);
+        cleanup.push("lease release", move || async move {
+            renewer.abort();
+            leader.release().await
+        });
+    }
+    let lease_window = leadership.as_ref().map(|l| Arc::clone(&l.window));
+    let role = match &leadership {
+        Some(l) => format!("leader (PostgreSQL lease, epoch {})", l.epoch),
+        None => "single instance (flock)".to_owned(),
+    };
+
     let mode = config.settings.webhook.mode;
     let webhook = match mode {
         Mode::Polling => {
@@ -203,7 +248,7 @@ async fn serve_until_stopped(
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
         started: status.started,
-        role: "single instance (flock)",
+        role,
     };
     if let Some(before) = handled_before {
         tracing::info!(
@@ -369,15 +414,24 @@ async fn serve_until_stopped(
         return Ok(());
     }
     let dispatcher = dispatcher.expect("polling mode keeps the dispatcher");
-    let options = PollerOptions::new(
+    let mut options = PollerOptions::new(
         poll_timeout,
         config.settings.conflict,
         config.settings.delete_webhook,
     );
+    options.lease = lease_window.clone();
     let mut poller = Poller::new(client.clone(), options, dispatcher);
     {
         let offsets = poller.offsets();
         cleanup.push("offset confirmation", move || async move {
+            if lease_window
+                .as_ref()
+                .is_some_and(|w| w.remaining().is_none())
+            {
+                // A successor may be polling already: a getUpdates of ours would end its poll (409).
+                tracing::warn!(bot_id, "the lease is lost: the offset is left to the next leader");
+                return Ok(());
+            }
             match confirm_offset(&client, &offsets).await {
                 Ok(Confirmation::Confirmed(next) | Confirmation::AlreadyConfirmed(next)) => {
                     tracing::info!(bot_id, offset = next, "offset confirmed to Telegram");

@@ -31,6 +31,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LeaseAction {
+    /// Holder, host, PID, epoch and when the lease expires (exit 3 when nobody holds it)
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the bot (what the systemd unit starts)
     Run,
@@ -49,6 +55,11 @@ pub enum Command {
     CheckConfig,
     /// Diagnose: config, token, webhook, lock holder, systemd unit, recent conflicts (exit 1 on problems)
     Doctor,
+    /// The PostgreSQL lease (coordination = "postgres"): who holds it
+    Lease {
+        #[command(subcommand)]
+        action: LeaseAction,
+    },
     /// Write the man page cryptobot.8 and the bash, zsh and fish completions into DIR (packaging/build-deb)
     #[command(hide = true)]
     GenerateAssets {
@@ -99,6 +110,14 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
             };
             crate::app::run(config, reload)?;
             Ok(0)
+        }
+        Command::Lease {
+            action: LeaseAction::Show,
+        } => {
+            let config = Config::load(config_path, env)?;
+            let (text, code) = crate::instance::leadership::show(&config)?;
+            println!("{text}");
+            Ok(code)
         }
         Command::CheckConfig => {
             let config = Config::load(config_path, env)?;

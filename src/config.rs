@@ -27,7 +27,9 @@ use serde::Deserialize;
 use crate::exit::{Failure, Result};
 use crate::secret::Token;
 
+pub mod coordination;
 pub mod webhook;
+pub use coordination::{Coordination, CoordinationOptions, DatabaseUrl};
 pub use webhook::{Mode, WebhookOptions, WebhookSecret};
 
 pub const SYSTEM_CONFIG: &str = "/etc/cryptobot/cryptobot.toml";
@@ -100,6 +102,9 @@ struct FileConfig {
     mode: Option<Mode>,
     public_url: Option<String>,
     webhook_secret_file: Option<PathBuf>,
+    coordination: Option<Coordination>,
+    lease_ttl: Option<u64>,
+    database_url_file: Option<PathBuf>,
 }
 
 /// The crypto bot's own settings.
@@ -203,6 +208,8 @@ pub struct Settings {
     pub listen: Option<std::net::SocketAddr>,
     /// Polling or webhook, and the webhook's settings.
     pub webhook: WebhookOptions,
+    /// Alone (flock) or with other hosts (PostgreSQL lease).
+    pub coordination: CoordinationOptions,
     /// True when started by systemd as a service (`$INVOCATION_ID`).
     pub under_systemd: bool,
 }
@@ -217,6 +224,8 @@ pub struct Config {
     pub price_api_key: Option<String>,
     /// The webhook secret from a credential or file; `None`: generated once and kept in the store.
     pub webhook_secret: Option<WebhookSecret>,
+    /// The PostgreSQL URL when `coordination = "postgres"`. Never printed with its password.
+    pub database_url: Option<DatabaseUrl>,
 }
 
 /// Names the place a value came from, for error messages.
@@ -639,6 +648,32 @@ impl Settings {
                 .or(fc.webhook_secret_file),
         };
 
+        let coordination = layered(
+            env,
+            "CRYPTOBOT_COORDINATION",
+            fc.coordination,
+            "coordination",
+            &from,
+            Coordination::None,
+            "\"none\" or \"postgres\"",
+        )?
+        .value;
+        let lease_ttl = layered(
+            env,
+            "CRYPTOBOT_LEASE_TTL",
+            fc.lease_ttl,
+            "lease_ttl",
+            &from,
+            10,
+            "a whole number of seconds",
+        )?;
+        let lease_ttl = check_range(&lease_ttl, 3, 300)?;
+        let coordination = CoordinationOptions {
+            coordination,
+            lease_ttl: Duration::from_secs(lease_ttl),
+            database_url_file: fc.database_url_file,
+        };
+
         for (key, dir) in [("runtime_dir", &runtime_dir), ("state_dir", &state_dir)] {
             if !dir.is_absolute() {
                 return Err(Failure::config(format!(
@@ -665,6 +700,7 @@ impl Settings {
             bot,
             listen,
             webhook,
+            coordination,
             under_systemd: env.get("INVOCATION_ID").is_some(),
         })
     }
@@ -704,12 +740,23 @@ impl Config {
         let price_api_key = Self::load_price_api_key(&settings, env)?;
         let webhook_secret =
             webhook::load_secret(env.get("CREDENTIALS_DIRECTORY"), &settings.webhook)?;
+        let database_url = coordination::load_database_url(
+            env.get("CREDENTIALS_DIRECTORY"),
+            env.get("CRYPTOBOT_DATABASE_URL"),
+            &settings.coordination,
+        )?;
+        if settings.coordination.coordination == Coordination::Postgres && database_url.is_none() {
+            return Err(Failure::config(
+                "coordination = \"postgres\" needs the database URL: the database_url credential, database_url_file, or CRYPTOBOT_DATABASE_URL",
+            ));
+        }
         Ok(Self {
             settings,
             token,
             token_source,
             price_api_key,
             webhook_secret,
+            database_url,
         })
     }
 
@@ -836,6 +883,15 @@ impl Config {
         }
         if let Some(f) = &w.secret_file {
             let _ = writeln!(out, "webhook_secret_file = {:?}", f.display().to_string());
+        }
+        let c = &s.coordination;
+        let _ = writeln!(out, "coordination = \"{}\"", c.coordination);
+        let _ = writeln!(out, "lease_ttl = {}", c.lease_ttl.as_secs());
+        if let Some(f) = &c.database_url_file {
+            let _ = writeln!(out, "database_url_file = {:?}", f.display().to_string());
+        }
+        if let Some(url) = &self.database_url {
+            let _ = writeln!(out, "# database URL: {}", url.redacted());
         }
         let b = &s.bot;
         let _ = writeln!(out, "price_api_url = {:?}", b.price_api_url.as_str());

@@ -17,6 +17,8 @@ pub enum State {
     Polling,
     /// Webhook mode: Telegram POSTs updates to this instance.
     Webhook,
+    /// coordination = "postgres": another host holds the lease (the text names it, or the fault).
+    Standby(String),
     /// Telegram or the network fails; the loop retries. The text says what failed.
     Degraded(String),
     /// Another instance polls this token.
@@ -147,6 +149,7 @@ impl LiveStatus {
                     format_unix(i.first_conflict_ms / 1000),
                     i.handled
                 ),
+                State::Standby(leader) => format!("standby; {leader}"),
                 State::Stopping => format!("stopping; {} updates", i.handled),
             }
         })

@@ -214,7 +214,10 @@ mod tests {
 
     fn config(extra: &[(&str, &str)]) -> Config {
         let mut pairs = vec![
-            ("CRYPTOBOT_TOKEN", "123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            (
+                "CRYPTOBOT_TOKEN",
+                "123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
             ("CRYPTOBOT_RUNTIME_DIR", "/tmp/cryptobot-reload-test/run"),
             ("CRYPTOBOT_STATE_DIR", "/tmp/cryptobot-reload-test/state"),
             ("HOME", "/nonexistent"),

@@ -13,7 +13,7 @@ start=$(date +%s)
 if [ "$(id -u)" = 0 ]; then
     log "installing test dependencies"
     need=()
-    for pkg in systemd-container lintian curl dpkg-dev procps adduser util-linux; do
+    for pkg in systemd-container lintian curl dpkg-dev procps adduser util-linux postgresql; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ "${#need[@]}" -gt 0 ]; then

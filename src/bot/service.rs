@@ -27,7 +27,7 @@ pub struct Context {
     pub version: &'static str,
     pub started: Instant,
     /// "single (flock)" today; "leader"/"standby" once the PostgreSQL lease exists.
-    pub role: &'static str,
+    pub role: String,
 }
 
 /// A message to send.

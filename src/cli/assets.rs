@@ -178,6 +178,20 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
          Telegram is given \\fI<public_url>/telegram/<path secret>\\fR.",
     ),
     (
+        "CRYPTOBOT_COORDINATION",
+        "\\fBnone\\fR (default: the lock on this host) or \\fBpostgres\\fR: one poller across hosts \
+         sharing a PostgreSQL lease (\\fBcoordination\\fR).",
+    ),
+    (
+        "CRYPTOBOT_LEASE_TTL",
+        "Seconds a lease lasts without renewal (\\fBlease_ttl\\fR; default 10).",
+    ),
+    (
+        "CRYPTOBOT_DATABASE_URL",
+        "The PostgreSQL URL, for development; the credential \\fIdatabase_url\\fR and \
+         \\fBdatabase_url_file\\fR take precedence. Never printed with its password.",
+    ),
+    (
         "CRYPTOBOT_WEBHOOK_SECRET_FILE",
         "Webhook mode: file with the secret token, mode 600 (\\fBwebhook_secret_file\\fR); the \
          credential \\fIwebhook_secret\\fR wins; with neither, one is generated and kept in the state.",

@@ -7,10 +7,16 @@
 //! - [`status_file`]: the live status (`polling; 12 updates; last poll 1s ago`) a running instance keeps
 //!   next to its lock, read by `cryptobot status` without disturbing the lock.
 //! - [`control`]: the `status` and `stop` operator commands.
+//! - [`lease`]: one poller across hosts (G2): the PostgreSQL leader lease, its epoch (fencing token) and timing.
+//! - [`lease_window`]: G2 on this host: until when the leader may poll, from its lease renewals.
+//! - [`leadership`]: `coordination = "postgres"`: standby until the lease is ours, then renew it.
 
 pub mod control;
 pub mod guard;
 pub mod holder;
+pub mod leadership;
+pub mod lease;
+pub mod lease_window;
 pub mod status_file;
 
 use std::path::{Path, PathBuf};

@@ -24,6 +24,8 @@ use super::errors::{ApiFailure, FailureKind};
 use crate::bot::dispatch::{Dispatcher, Outcome};
 use crate::config::{ConflictPolicy, OnConflict};
 use crate::exit::{Code, Failure};
+use crate::instance::leadership::lease_lost;
+use crate::instance::lease_window::LeaseWindow;
 use crate::live_status::{LiveStatus, State};
 use crate::systemd::watchdog::Liveness;
 
@@ -40,6 +42,9 @@ const REPEATED_CONFIRM_BUDGET: Duration = Duration::from_millis(300);
 /// next instance handles it: at most this one update is handled twice).
 pub const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 
+/// With a PostgreSQL lease, a long poll ends at least this long before the lease window closes.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 /// Tunables of the loop.
 #[derive(Clone, Debug)]
 pub struct PollerOptions {
@@ -47,6 +52,8 @@ pub struct PollerOptions {
     pub conflict: ConflictPolicy,
     pub delete_webhook: bool,
     pub fault_backoff: (Duration, Duration),
+    /// G2: the leader's lease window (coordination = "postgres"); `None` without coordination.
+    pub lease: Option<Arc<LeaseWindow>>,
 }
 
 impl PollerOptions {
@@ -56,6 +63,7 @@ impl PollerOptions {
             conflict,
             delete_webhook,
             fault_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            lease: None,
         }
     }
 }
@@ -138,7 +146,14 @@ impl Poller {
         let mut conflicts = Backoff::new(policy.backoff_initial, policy.backoff_max);
         let mut faults = Backoff::new(self.options.fault_backoff.0, self.options.fault_backoff.1);
         while !cancel.is_cancelled() {
-            let timeout = self.options.poll_timeout;
+            let Some(timeout) = self.lease_bounded_timeout()? else {
+                // Less than a whole second left before the lease window closes: wait for the next
+                // renewal (every TTL/3) rather than poll.
+                if !self.pause(Duration::from_millis(100), cancel).await {
+                    break;
+                }
+                continue;
+            };
             self.liveness.busy_until(Client::poll_deadline(timeout));
             let poll_started = Instant::now();
             let offset = self.offset();
@@ -157,6 +172,9 @@ impl Poller {
             match result {
                 Ok(updates) => {
                     self.offsets.answered.store(true, Ordering::Release);
+                    // A leader frozen past its lease must not handle what arrived meanwhile: the
+                    // updates stay unconfirmed for the new leader.
+                    self.check_lease()?;
                     metrics.updates_received.inc_by(updates.len() as u64);
                     conflicts.reset();
                     faults.reset();
@@ -207,6 +225,25 @@ impl Poller {
             }
         }
         Ok(())
+    }
+
+    /// The long-poll timeout: the configured one, bounded by the lease window when there is one
+    /// (`None`: too little of the window left to poll now). Err: the window is closed.
+    fn lease_bounded_timeout(&self) -> Result<Option<Duration>, Failure> {
+        match &self.options.lease {
+            None => Ok(Some(self.options.poll_timeout)),
+            Some(window) => {
+                window.remaining().ok_or_else(lease_lost)?;
+                Ok(window.poll_timeout(self.options.poll_timeout, LEASE_MARGIN))
+            }
+        }
+    }
+
+    fn check_lease(&self) -> Result<(), Failure> {
+        match &self.options.lease {
+            Some(window) if window.remaining().is_none() => Err(lease_lost()),
+            _ => Ok(()),
+        }
     }
 
     /// Applies the policy to a failed poll: the delay before the next one, or a fatal failure.

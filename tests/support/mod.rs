@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fake_prices;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,242 @@
+//! `coordination = "postgres"`: wait as a standby until this process holds the lease, then keep it.
+//!
+//! - Standby: READY, `STATUS=standby; leader <host> pid <pid> epoch <n>`, `/healthz`-live (each wait is
+//!   declared to the watchdog); it tries to acquire every TTL/3 with jitter, and at once when the
+//!   leader's release `NOTIFY` arrives.
+//! - Leader: [`Leadership`] renews every TTL/3 and keeps the [`LeaseWindow`] that bounds every poll. When
+//!   a renewal says the lease is lost, or none succeeded before the renew deadline, the window closes
+//!   (the poller stops before its next poll or batch), `lost` is set and the run is cancelled: the
+//!   process exits with the restart code and comes back as a standby. The offset is then NOT confirmed
+//!   (a successor may already be polling); a clean stop releases the lease, which wakes a standby.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{self, Acquire, Holder, Lease};
+use super::lease_window::LeaseWindow;
+use crate::config::DatabaseUrl;
+use crate::exit::{Code, Failure, Result};
+use crate::live_status::{LiveStatus, State};
+use crate::systemd::notify::Notifier;
+use crate::systemd::watchdog::Liveness;
+
+/// The lease this process holds.
+pub struct Leadership {
+    pub lease: Arc<Lease>,
+    pub epoch: i64,
+    pub window: Arc<LeaseWindow>,
+    /// Set when the lease was lost (not a clean stop).
+    pub lost: Arc<AtomicBool>,
+}
+
+fn lease_failure(e: &lease::LeaseError) -> Failure {
+    match e {
+        lease::LeaseError::Config { .. } => Failure::config(format!("{e}; fix the database URL")),
+        // The database may come back: the unit restarts the service.
+        _ => Failure::new(
+            Code::Problem,
+            format!("{e}; check that PostgreSQL is reachable"),
+        ),
+    }
+}
+
+/// G2: the lease was lost (another host holds it, or no renewal in time): polling stopped. The restart
+/// code makes systemd start this instance again, as a standby.
+pub fn lease_lost() -> Failure {
+    Failure::new(
+        Code::Restart,
+        "lost the PostgreSQL lease (not renewed within its renew deadline, or another host holds it): stopped polling; systemd starts this instance again as a standby",
+    )
+}
+
+/// Connects, then waits as a standby until the lease is ours. `None` when stopped meanwhile. `lost` is
+/// the flag [`Leadership`] sets if the lease is lost later.
+#[allow(clippy::too_many_arguments)] // one call, in app.rs; each argument is a distinct role
+pub async fn acquire(
+    url: &DatabaseUrl,
+    lost: Arc<AtomicBool>,
+    bot_id: u64,
+    ttl: Duration,
+    status: &LiveStatus,
+    liveness: &Liveness,
+    notifier: &Notifier,
+    cancel: &CancellationToken,
+) -> Result<Option<Leadership>> {
+    let lease = Lease::connect(url.expose(), bot_id, ttl, Holder::this_process())
+        .await
+        .map_err(|e| lease_failure(&e))?;
+    let mut released = lease.listen().await.map_err(|e| lease_failure(&e))?;
+    let mut announced = false;
+    loop {
+        let asked = Instant::now();
+        liveness.busy_until(asked + lease.query_timeout());
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            r = lease.try_acquire() => r,
+        };
+        liveness.beat();
+        match outcome {
+            Ok(Acquire::Leader { epoch, .. }) => {
+                let window = Arc::new(LeaseWindow::new());
+                window.extend(asked, lease::renew_deadline(ttl));
+                tracing::info!(
+                    bot_id,
+                    epoch,
+                    "PostgreSQL lease acquired (epoch {epoch}): this instance is the leader"
+                );
+                return Ok(Some(Leadership {
+                    lease: Arc::new(lease),
+                    epoch,
+                    window,
+                    lost,
+                }));
+            }
+            Ok(Acquire::Standby(holder)) => {
+                status.set_state(State::Standby(holder.to_string()));
+                if !announced {
+                    tracing::info!(bot_id, "standby: the lease is held by {holder}");
+                    notifier.ready(&status.status_line());
+                    announced = true;
+                }
+            }
+            Err(e) => {
+                status.set_state(State::Standby(format!("degraded: {e}")));
+                tracing::warn!(bot_id, "standby: {e}");
+                if !announced {
+                    notifier.ready(&status.status_line());
+                    announced = true;
+                }
+            }
+        }
+        let wait = lease::standby_retry(ttl);
+        liveness.busy_until(Instant::now() + wait + Duration::from_secs(1));
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+            woke = released.released() => {
+                if let Err(e) = woke {
+                    tracing::warn!(bot_id, "standby: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Renews every TTL/3 until `cancel`; on a lost lease closes the window, sets `lost` and cancels.
+    pub fn spawn_renewer(
+        &self,
+        bot_id: u64,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let lease = Arc::clone(&self.lease);
+        let window = Arc::clone(&self.window);
+        let lost = Arc::clone(&self.lost);
+        let epoch = self.epoch;
+        tokio::spawn(async move {
+            let ttl = lease.ttl();
+            let mut tick = tokio::time::interval(lease::renew_interval(ttl));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is now: the acquisition just happened
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let asked = Instant::now();
+                let why = match lease.renew(epoch).await {
+                    Ok(Some(_)) => {
+                        window.extend(asked, lease::renew_deadline(ttl));
+                        continue;
+                    }
+                    Ok(None) => "another host holds it now, or it expired".to_owned(),
+                    Err(e) if window.remaining().is_some() => {
+                        tracing::warn!(bot_id, epoch, "cannot renew the lease, retrying: {e}");
+                        continue;
+                    }
+                    Err(e) => format!("no renewal within the renew deadline ({e})"),
+                };
+                window.lose();
+                lost.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    bot_id,
+                    epoch,
+                    "lost the PostgreSQL lease: {why}; stopping polling and the singleton jobs"
+                );
+                cancel.cancel();
+                return;
+            }
+        })
+    }
+
+    /// A clean stop: give the lease up (NOTIFY wakes a standby), then close the pool.
+    pub async fn release(&self) -> std::result::Result<(), String> {
+        let outcome = if self.lost.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            self.lease
+                .release(self.epoch)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        self.lease.close().await;
+        outcome
+    }
+}
+
+/// `cryptobot lease show`: the lease as the database sees it; exit 0 when someone holds it, 3 when not.
+pub fn show(config: &crate::config::Config) -> Result<(String, u8)> {
+    let Some(url) = &config.database_url else {
+        return Err(Failure::config(
+            "no PostgreSQL lease: coordination is \"none\" (set coordination = \"postgres\" and the database URL)",
+        ));
+    };
+    let bot_id = config.token.bot_id();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::software(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let lease = Lease::connect(
+            url.expose(),
+            bot_id,
+            config.settings.coordination.lease_ttl,
+            Holder::this_process(),
+        )
+        .await
+        .map_err(|e| lease_failure(&e))?;
+        let info = lease.show().await.map_err(|e| lease_failure(&e));
+        lease.close().await;
+        Ok(match info? {
+            None => (format!("bot {bot_id}: no lease yet (no instance has led)"), 3),
+            Some(info) => match info.expires_in() {
+                Some(left) => (
+                    format!(
+                        "bot {bot_id}: held by {} pid {} (instance {}), epoch {}, renewed {:.1} s ago, expires in {:.1} s",
+                        info.host,
+                        info.pid,
+                        info.instance,
+                        info.epoch,
+                        info.renewed_ago.as_secs_f64(),
+                        left.as_secs_f64()
+                    ),
+                    0,
+                ),
+                None => (
+                    format!(
+                        "bot {bot_id}: nobody holds it; last holder {} pid {}, epoch {}, expired {:.1} s ago",
+                        info.host,
+                        info.pid,
+                        info.epoch,
+                        info.expired_ago().unwrap_or_default().as_secs_f64()
+                    ),
+                    3,
+                ),
+            },
+        })
+    })
+}

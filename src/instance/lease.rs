@@ -1,0 +1,1020 @@
+//! The PostgreSQL leader lease (G2): exactly one poller across hosts that share a database.
+//!
+//! One row per bot id in `cryptobot_lease.lease`: the holder (host, PID, a random instance id per
+//! process), the epoch (the fencing token: +1 on every acquisition, never reused, since rows are never
+//! deleted), and `acquired_at`, `renewed_at`, `expires_at`. Every time is the **database's** clock
+//! (`now()` decides and is stored; `clock_timestamp()` measures the durations reported back); a host's
+//! clock is never compared with another's. Each decision is one atomic statement.
+//!
+//! # The API, and how `cryptobot run` uses it
+//!
+//! ```text
+//! let lease = Lease::connect(url, bot_id, ttl, Holder::this_process()).await?;  // pool + migrations
+//! let mut wake = lease.listen().await?;        // LISTEN before the first try: no release is missed
+//! loop {                                       // role: standby
+//!     let asked = Instant::now();              // taken BEFORE the statement is sent
+//!     match lease.try_acquire().await {
+//!         Ok(Acquire::Leader { epoch, .. }) => lead(epoch, asked),   // back to standby when it returns
+//!         Ok(Acquire::Standby(holder)) => notify(format!("STATUS=standby; {holder}")),
+//!         Err(e) => notify(format!("STATUS=standby; degraded: {e}")),
+//!     }
+//!     select! { _ = wake.released() => {}, _ = sleep(standby_retry(ttl)) => {} }
+//! }
+//! ```
+//!
+//! The leader (`lead`), on its own monotonic clock, anchored at an `Instant` taken **before** each
+//! acquire or renew statement was sent (the database started counting later, so the anchor errs on the
+//! safe side, whatever the clocks of the hosts say):
+//! - it may act until `asked + renew_deadline(ttl)` ([`renew_deadline`]: 2/3·TTL, so TTL/3 before the
+//!   lease expires and anyone else can acquire); `instance::lease_window::LeaseWindow::extend(asked,
+//!   renew_deadline(ttl))` keeps that instant for the poller;
+//! - it renews every [`renew_interval`] (TTL/3): [`Lease::renew`] → `Some(_)`: extend the window from that
+//!   renewal's `asked`; `None`: the lease is lost (expired, or someone else holds it): stop polling and
+//!   the singleton jobs **at once**; `Err`: retry until the window closes, then stop;
+//! - it bounds every `getUpdates` by what is left: [`poll_timeout_within`]`(left, margin)` → `None`: do
+//!   not poll now; `Some(t)`: `timeout = min(configured, t)`, with `margin` ≥ the client's deadline slack
+//!   (`POLL_MARGIN`) plus a safety margin, so even a leader frozen mid-poll (SIGSTOP, VM pause) has no
+//!   poll outstanding when its successor polls;
+//! - it writes shared state only through fenced statements ([`FENCE_CTE`], example
+//!   [`Lease::commit_offset`]); a refused write (`false`) means a successor exists: stop at once;
+//! - on a clean stop: drain, confirm the offset, [`Lease::release`] (expires the row now and `NOTIFY`s
+//!   `cryptobot_lease_<bot id>`, so a standby acquires at once), [`Lease::close`].
+//!
+//! `cryptobot lease show` is [`Lease::show`] (its `Display` is the `STATUS=` text; [`LeaseInfo::expires_in`]
+//! / [`LeaseInfo::expired_ago`]); `lease release` is the leader's own clean stop; `lease takeover` asks
+//! the leader to stop cleanly, then acquires on the NOTIFY.
+//!
+//! # The statements
+//!
+//! Acquire ([`Lease::try_acquire`]), one `INSERT … ON CONFLICT DO UPDATE … RETURNING`: the row is taken
+//! when it is expired (epoch + 1) or renewed when it is ours and unexpired (same epoch); otherwise the
+//! update writes the row back unchanged, so `RETURNING` always names the holder as of the decision
+//! (a `WHERE` on the `DO UPDATE` would return nothing for a standby, and a second `SELECT` could name a
+//! different holder; a no-op row version per standby attempt is the price, every TTL/3).
+//! Renew: `UPDATE … WHERE epoch = $ AND holder_instance = me AND expires_at > now()`. Release: the same
+//! `UPDATE` setting `expires_at = now()`, with `pg_notify` in the same statement (so the same
+//! transaction: the NOTIFY is delivered only if the release commits).
+//!
+//! # Fencing
+//!
+//! A shared-state write carries the epoch and joins [`FENCE_CTE`], which yields the lease row only while
+//! that epoch is the current, unexpired one of this holder, and **share-locks** it: an acquisition (which
+//! must lock the row exclusively to bump the epoch) waits until the write commits, and a write that waits
+//! for an acquisition re-checks the new row and finds another epoch. So every write of epoch N commits
+//! before epoch N+1 exists, and none of epoch N after. (A plain `UPDATE … FROM lease WHERE epoch = $1`
+//! does not lock the lease row and can race an acquisition.)
+//!
+//! # Schema and migrations
+//!
+//! Everything lives in the schema `cryptobot_lease`, created by [`Lease::connect`] if missing (that needs
+//! the `CREATE` privilege on the database, which its owner has; or a DBA creates the schema and grants
+//! it). The versioned migrations (`migrations/postgres/`) are embedded like the SQLite store's. sqlx 0.8
+//! cannot rename its migrations table, so the migrations run with `search_path = cryptobot_lease` and
+//! their history is `cryptobot_lease._sqlx_migrations`: it cannot collide with another migrator's
+//! `_sqlx_migrations` in the same database (e.g. a PostgreSQL state store in `public`).
+//!
+//! # Errors
+//!
+//! [`LeaseError`] is one line, and never contains the password of the URL (the raw and the
+//! percent-decoded forms, and a `password=` parameter, are replaced by `***`). Every call is bounded
+//! ([`Lease::query_timeout`]); a lost connection is an `Err`, never a panic, and the pool reconnects on the
+//! next call.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+/// The schema every lease table (and the lease's migration history) lives in.
+pub const SCHEMA: &str = "cryptobot_lease";
+
+/// The default lease TTL (`lease_ttl`, `CRYPTOBOT_LEASE_TTL`).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// How long [`Lease::connect`] waits for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`Lease::connect`] waits for the schema migration (another host may hold the migration lock).
+pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The versioned migrations, in order. A new schema change is a new file and a new line here.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "lease",
+    include_str!("migrations/postgres/0001_lease.sql"),
+)];
+
+/// Hands sqlx the migrations compiled into the binary (as `store::sqlite` does).
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Serialises the creation of the schema between hosts starting at once (`CREATE SCHEMA IF NOT EXISTS`
+/// is not safe against itself). Any constant works; this one spells "cbleasec".
+const SCHEMA_LOCK_KEY: i64 = 0x6362_6c65_6173_6563;
+
+// ---------------------------------------------------------------------------------------------------
+// SQL
+
+/// The lease columns a [`LeaseInfo`] is read from; durations measured by the database's clock.
+macro_rules! info_columns {
+    () => {
+        "holder_host, holder_pid, holder_instance, epoch, \
+         (extract(epoch FROM acquired_at) * 1000)::bigint, \
+         (extract(epoch FROM clock_timestamp() - renewed_at) * 1000)::bigint, \
+         (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// The fencing CTE (see [`FENCE_CTE`]).
+macro_rules! fence_cte {
+    () => {
+        "fence AS (\
+            SELECT bot_id, epoch FROM cryptobot_lease.lease \
+             WHERE bot_id = $1 AND epoch = $2 AND holder_instance = $3 AND expires_at > now() \
+               FOR SHARE)"
+    };
+}
+
+/// The fencing condition of a shared-state write, as a CTE named `fence` to put after `WITH`: it yields
+/// one row (`bot_id`, `epoch`) only while `$2` is the current, unexpired epoch of bot `$1` held by the
+/// instance `$3`, and share-locks the lease row until the write commits. Bind the bot id, the epoch and
+/// [`Holder::instance`] as `$1..$3`, the write's own values from `$4`, and make the write read from
+/// `fence`, so it writes nothing when the fence yields nothing. For example:
+///
+/// ```sql
+/// WITH fence AS (…)
+/// UPDATE alerts SET armed = $5 FROM fence WHERE alerts.bot_id = fence.bot_id AND alerts.id = $4
+/// RETURNING alerts.id           -- no row: refused (stale epoch): stop leading at once
+/// ```
+pub const FENCE_CTE: &str = fence_cte!();
+
+const ACQUIRE_SQL: &str = concat!(
+    "INSERT INTO cryptobot_lease.lease AS l \
+        (bot_id, holder_host, holder_pid, holder_instance, epoch, acquired_at, renewed_at, expires_at) \
+     VALUES ($1, $2, $3, $4, 1, now(), now(), now() + make_interval(secs => $5)) \
+     ON CONFLICT (bot_id) DO UPDATE SET \
+        holder_host = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
+                           THEN excluded.holder_host ELSE l.holder_host END, \
+        holder_pid = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
+                          THEN excluded.holder_pid ELSE l.holder_pid END, \
+        holder_instance = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
+                               THEN excluded.holder_instance ELSE l.holder_instance END, \
+        epoch = CASE WHEN l.expires_at <= now() THEN l.epoch + 1 ELSE l.epoch END, \
+        acquired_at = CASE WHEN l.expires_at <= now() THEN now() ELSE l.acquired_at END, \
+        renewed_at = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
+                          THEN now() ELSE l.renewed_at END, \
+        expires_at = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
+                          THEN excluded.expires_at ELSE l.expires_at END \
+     RETURNING ",
+    info_columns!()
+);
+
+const RENEW_SQL: &str = "UPDATE cryptobot_lease.lease \
+        SET renewed_at = now(), expires_at = now() + make_interval(secs => $4) \
+      WHERE bot_id = $1 AND epoch = $2 AND holder_instance = $3 AND expires_at > now() \
+     RETURNING (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint";
+
+const RELEASE_SQL: &str = "WITH released AS (\
+        UPDATE cryptobot_lease.lease SET expires_at = now() \
+         WHERE bot_id = $1 AND epoch = $2 AND holder_instance = $3 AND expires_at > now() \
+        RETURNING epoch) \
+     SELECT epoch, pg_notify($4, epoch::text)::text FROM released";
+
+const SHOW_SQL: &str = concat!(
+    "SELECT ",
+    info_columns!(),
+    " FROM cryptobot_lease.lease WHERE bot_id = $1"
+);
+
+const IS_CURRENT_SQL: &str = concat!("WITH ", fence_cte!(), " SELECT count(*) FROM fence");
+
+const COMMIT_OFFSET_SQL: &str = concat!(
+    "WITH ",
+    fence_cte!(),
+    " INSERT INTO cryptobot_lease.fenced_offset AS f (bot_id, epoch, next_offset, written_at) \
+       SELECT bot_id, epoch, $4, now() FROM fence \
+     ON CONFLICT (bot_id) DO UPDATE \
+        SET epoch = excluded.epoch, next_offset = excluded.next_offset, written_at = excluded.written_at \
+      WHERE f.epoch <= excluded.epoch \
+     RETURNING f.epoch"
+);
+
+const FENCED_OFFSET_SQL: &str =
+    "SELECT epoch, next_offset FROM cryptobot_lease.fenced_offset WHERE bot_id = $1";
+
+// ---------------------------------------------------------------------------------------------------
+// Timing
+
+/// How often a leader renews: TTL/3.
+pub fn renew_interval(ttl: Duration) -> Duration {
+    ttl / 3
+}
+
+/// How long after its last successful renewal (measured from when that renewal was asked for) a leader
+/// that could not renew must have stopped polling and its singleton jobs: 2/3·TTL, so TTL/3 before the
+/// lease expires and anyone else can acquire it.
+pub fn renew_deadline(ttl: Duration) -> Duration {
+    ttl * 2 / 3
+}
+
+/// How long a standby waits between two attempts when no release wakes it: TTL/3 with ±25 % jitter,
+/// so standbys started together do not stay in step.
+pub fn standby_retry(ttl: Duration) -> Duration {
+    standby_retry_with(ttl, fastrand::f64())
+}
+
+/// [`standby_retry`] with the random part given (`unit` in [0, 1)).
+pub fn standby_retry_with(ttl: Duration, unit: f64) -> Duration {
+    renew_interval(ttl).mul_f64(0.75 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// The longest long-poll `timeout` a leader may ask for with `time_left` of its lease: the time left
+/// minus `margin` (at least the client's deadline slack on top of the `timeout`, plus a safety margin),
+/// in whole seconds (what Telegram takes). `None`: less than `margin` is left, start no poll (renew first).
+pub fn poll_timeout_within(time_left: Duration, margin: Duration) -> Option<Duration> {
+    time_left
+        .checked_sub(margin)
+        .map(|t| Duration::from_secs(t.as_secs()))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Types
+
+/// Who holds (or asks for) the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    /// Random per process: a restarted process, or a second process on the same host, is another holder.
+    pub instance: String,
+}
+
+impl Holder {
+    /// This process: the host name, its PID and a fresh random instance id.
+    pub fn this_process() -> Self {
+        Self {
+            host: super::holder::hostname(),
+            pid: std::process::id(),
+            instance: new_instance_id(),
+        }
+    }
+}
+
+/// 32 hex digits from the operating system's generator.
+pub fn new_instance_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Not expected on Linux; still unique enough per process.
+        bytes[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The NOTIFY channel a release of `bot_id`'s lease is announced on.
+pub fn channel(bot_id: u64) -> String {
+    format!("cryptobot_lease_{bot_id}")
+}
+
+/// What [`Lease::try_acquire`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// This process holds the lease: `epoch` is its fencing token, valid for `expires_in` as measured by
+    /// the database after it decided (so at least that long after an `Instant` taken before the call).
+    Leader { epoch: i64, expires_in: Duration },
+    /// Someone else holds an unexpired lease.
+    Standby(LeaseInfo),
+}
+
+/// A lease row as the database sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub bot_id: u64,
+    pub host: String,
+    pub pid: u32,
+    pub instance: String,
+    pub epoch: i64,
+    /// When the current holder acquired it (the database's clock).
+    pub acquired_at: SystemTime,
+    /// How long ago it was last acquired or renewed.
+    pub renewed_ago: Duration,
+    /// Milliseconds until it expires; negative: it expired (or was released) that long ago.
+    pub expires_in_ms: i64,
+}
+
+impl LeaseInfo {
+    pub fn is_expired(&self) -> bool {
+        self.expires_in_ms <= 0
+    }
+
+    /// How long it is still valid, if it is.
+    pub fn expires_in(&self) -> Option<Duration> {
+        (self.expires_in_ms > 0).then(|| Duration::from_millis(self.expires_in_ms as u64))
+    }
+
+    /// How long ago it expired, if it did.
+    pub fn expired_ago(&self) -> Option<Duration> {
+        (self.expires_in_ms <= 0).then(|| Duration::from_millis(self.expires_in_ms.unsigned_abs()))
+    }
+}
+
+/// `leader <host> pid <pid> epoch <n>`, the text of `STATUS=standby; …` (with `(expired)` once expired).
+impl fmt::Display for LeaseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "leader {} pid {} epoch {}",
+            self.host, self.pid, self.epoch
+        )?;
+        if self.is_expired() {
+            f.write_str(" (expired)")?;
+        }
+        Ok(())
+    }
+}
+
+type InfoRow = (String, i64, String, i64, i64, i64, i64);
+
+impl LeaseInfo {
+    fn from_row(bot_id: u64, row: InfoRow) -> Self {
+        let (host, pid, instance, epoch, acquired_ms, renewed_ago_ms, expires_in_ms) = row;
+        Self {
+            bot_id,
+            host,
+            pid: u32::try_from(pid).unwrap_or(0),
+            instance,
+            epoch,
+            acquired_at: UNIX_EPOCH + Duration::from_millis(acquired_ms.max(0) as u64),
+            renewed_ago: Duration::from_millis(renewed_ago_ms.max(0) as u64),
+            expires_in_ms,
+        }
+    }
+}
+
+/// Why a lease call failed: one line, the URL's password redacted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// A bad URL or TTL.
+    #[error("PostgreSQL lease: {reason}")]
+    Config { reason: String },
+    /// The database could not be reached, or the connection was lost, or it did not answer in time.
+    #[error("PostgreSQL lease: {what}: cannot reach {target}: {reason}")]
+    Connection {
+        what: &'static str,
+        target: String,
+        reason: String,
+    },
+    /// The database answered with an error.
+    #[error("PostgreSQL lease: {what} failed: {reason}")]
+    Query { what: &'static str, reason: String },
+    /// The schema could not be created or migrated.
+    #[error("PostgreSQL lease: cannot migrate the schema {SCHEMA} on {target}: {reason}")]
+    Migration { target: String, reason: String },
+}
+
+impl LeaseError {
+    /// True for [`LeaseError::Connection`]: retry later (the pool reconnects).
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Self::Connection { .. })
+    }
+}
+
+/// Removes the secrets of a database URL from any text.
+#[derive(Clone)]
+struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn for_url(url: &str) -> Self {
+        let mut secrets = Vec::new();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        // userinfo: up to the last '@' before the path (tolerates an unencoded '/' or '@' in it)
+        let authority_end = rest.rfind('@');
+        if let Some(at) = authority_end {
+            let userinfo = &rest[..at];
+            if let Some((_, password)) = userinfo.split_once(':') {
+                secrets.push(password.to_owned());
+            }
+        }
+        // a `password=` query parameter
+        if let Some((_, query)) = rest.split_once('?') {
+            for pair in query.split('&') {
+                if let Some(value) = pair.strip_prefix("password=") {
+                    secrets.push(value.to_owned());
+                }
+            }
+        }
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// `text` on one line, every secret replaced by `***`.
+    fn clean(&self, text: &str) -> String {
+        let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "***");
+        }
+        out
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL without its password or query, for messages.
+fn display_target(url: &str, redactor: &Redactor) -> String {
+    let shown = match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "the database URL".to_owned(),
+    };
+    redactor.clean(&shown)
+}
+
+/// Is this sqlx error a lost or impossible connection (rather than an answer from the database)?
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08…: connection exception; 57P01..57P03: admin shutdown, crash shutdown, cannot connect now
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The lease
+
+/// A connection to the lease of one bot, for one holder. Cheap to share by reference; every method is
+/// one bounded round trip (or a few, for [`Lease::connect`]).
+pub struct Lease {
+    pool: PgPool,
+    options: PgConnectOptions,
+    bot_id: u64,
+    ttl: Duration,
+    me: Holder,
+    redactor: Redactor,
+    target: String,
+    query_timeout: Duration,
+}
+
+impl fmt::Debug for Lease {
+    // Not derived: the connect options hold the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("target", &self.target)
+            .field("bot_id", &self.bot_id)
+            .field("ttl", &self.ttl)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`ReleaseListener`] woke up for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The lease was released (by the holder of `epoch`, if the payload said so): try to acquire now.
+    Released { epoch: Option<i64> },
+    /// The listening connection was lost and re-established: a release may have been missed, so try to
+    /// acquire now.
+    Reconnected,
+}
+
+/// A `LISTEN` on the bot's release channel, on its own connection (reconnected when lost).
+pub struct ReleaseListener {
+    inner: PgListener,
+    redactor: Redactor,
+    target: String,
+}
+
+impl fmt::Debug for ReleaseListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseListener")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReleaseListener {
+    /// Waits until the lease is released or the connection was re-established (either way: try to
+    /// acquire now). Unbounded: use it in a `select!` with the standby's retry timer. Cancelling it
+    /// loses nothing that the retry timer would not catch. An `Err` (the server is unreachable; each
+    /// reconnection attempt is bounded) is no reason to spin: wait for the retry timer, then call again.
+    pub async fn released(&mut self) -> Result<Wake, LeaseError> {
+        match self.inner.try_recv().await {
+            Ok(Some(n)) => Ok(Wake::Released {
+                epoch: n.payload().parse().ok(),
+            }),
+            Ok(None) => Ok(Wake::Reconnected),
+            Err(e) => Err(LeaseError::Connection {
+                what: "listen",
+                target: self.target.clone(),
+                reason: self.redactor.clean(&e.to_string()),
+            }),
+        }
+    }
+}
+
+impl Lease {
+    /// Connects (one attempt, bounded by [`CONNECT_TIMEOUT`]), creates the schema if needed and runs the
+    /// embedded migrations, then keeps a pool of at most 2 connections (a [`ReleaseListener`] adds one
+    /// of its own). `ttl` is how long an acquisition or a renewal lasts (100 ms to 1 h; the default is
+    /// [`DEFAULT_TTL`]). `me` is this process ([`Holder::this_process`]); an `application_name` in the
+    /// URL names the connections in `pg_stat_activity`, else `cryptobot-lease <host> pid <pid>`.
+    pub async fn connect(
+        url: &str,
+        bot_id: u64,
+        ttl: Duration,
+        me: Holder,
+    ) -> Result<Lease, LeaseError> {
+        let redactor = Redactor::for_url(url);
+        let target = display_target(url, &redactor);
+        if ttl < Duration::from_millis(100) || ttl > Duration::from_secs(3600) {
+            return Err(LeaseError::Config {
+                reason: format!("the lease TTL must be between 100 ms and 1 h, not {ttl:?}"),
+            });
+        }
+        if i64::try_from(bot_id).is_err() {
+            return Err(LeaseError::Config {
+                reason: format!("bot id {bot_id} is out of range"),
+            });
+        }
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| LeaseError::Config {
+                reason: format!(
+                    "the database URL {target} is not usable ({}); expected postgres://user:password@host:5432/database",
+                    redactor.clean(&e.to_string())
+                ),
+            })?
+            .disable_statement_logging();
+        // Names the holder in pg_stat_activity, unless the URL names the connection itself.
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => {
+                let name = format!("cryptobot-lease {} pid {}", me.host, me.pid);
+                options.application_name(&name)
+            }
+        };
+        let query_timeout = (ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let connection_error = |what: &'static str, reason: String| LeaseError::Connection {
+            what,
+            target: target.clone(),
+            reason,
+        };
+
+        // The schema and the migrations, on connections of their own whose search_path is the schema.
+        // The first one is a single attempt, so an unreachable server fails at once (a pool would
+        // keep trying until its timeout).
+        let setup_options = options.clone().options([("search_path", SCHEMA)]);
+        let mut conn =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&setup_options))
+                .await
+                .map_err(|_| {
+                    connection_error("connect", format!("no answer within {CONNECT_TIMEOUT:?}"))
+                })?
+                .map_err(|e| connection_error("connect", redactor.clean(&e.to_string())))?;
+        let schema = tokio::time::timeout(MIGRATE_TIMEOUT, create_schema(&mut conn)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        // sqlx's Migrator::run on a bare connection makes this future !Send; on a pool it does not.
+        let setup = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(setup_options);
+        let migrated = match schema {
+            Ok(Ok(())) => tokio::time::timeout(MIGRATE_TIMEOUT, migrate(&setup)).await,
+            other => other,
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), setup.close()).await;
+        let migration_error = |reason: String| LeaseError::Migration {
+            target: target.clone(),
+            reason,
+        };
+        match migrated {
+            Err(_) => {
+                return Err(migration_error(format!(
+                    "not done within {MIGRATE_TIMEOUT:?} (is another host holding the migration lock?)"
+                )));
+            }
+            Ok(Err(e)) => return Err(migration_error(redactor.clean(&e))),
+            Ok(Ok(())) => {}
+        }
+
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(query_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
+        Ok(Lease {
+            pool,
+            options,
+            bot_id,
+            ttl,
+            me,
+            redactor,
+            target,
+            query_timeout,
+        })
+    }
+
+    pub fn bot_id(&self) -> u64 {
+        self.bot_id
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn holder(&self) -> &Holder {
+        &self.me
+    }
+
+    /// The bound on every call (half the TTL, between 0.5 s and 5 s).
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
+    /// The URL with its password as `***`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Acquires the lease, or renews it if this holder already has it (same epoch); an expired or
+    /// released lease is taken with epoch + 1. One atomic statement.
+    pub async fn try_acquire(&self) -> Result<Acquire, LeaseError> {
+        let row: InfoRow = self
+            .bounded(
+                "acquire",
+                sqlx::query_as(ACQUIRE_SQL)
+                    .bind(self.bot_id as i64)
+                    .bind(&self.me.host)
+                    .bind(i64::from(self.me.pid))
+                    .bind(&self.me.instance)
+                    .bind(self.ttl.as_secs_f64())
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        let info = LeaseInfo::from_row(self.bot_id, row);
+        if info.instance == self.me.instance {
+            Ok(Acquire::Leader {
+                epoch: info.epoch,
+                expires_in: info.expires_in().unwrap_or_default(),
+            })
+        } else {
+            Ok(Acquire::Standby(info))
+        }
+    }
+
+    /// Extends this holder's lease of `epoch` by the TTL: `Some(time left)`, or `None` when it is lost
+    /// (expired, or someone else holds it): the caller must stop polling and its singleton jobs at once.
+    pub async fn renew(&self, epoch: i64) -> Result<Option<Duration>, LeaseError> {
+        let left: Option<i64> = self
+            .bounded(
+                "renew",
+                sqlx::query_scalar(RENEW_SQL)
+                    .bind(self.bot_id as i64)
+                    .bind(epoch)
+                    .bind(&self.me.instance)
+                    .bind(self.ttl.as_secs_f64())
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(left.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+    }
+
+    /// Gives the lease of `epoch` up now if this holder still has it, and `NOTIFY`s the bot's channel in
+    /// the same transaction. `false`: it was not ours any more (nothing changed, nothing notified).
+    pub async fn release(&self, epoch: i64) -> Result<bool, LeaseError> {
+        let row: Option<(i64, Option<String>)> = self
+            .bounded(
+                "release",
+                sqlx::query_as(RELEASE_SQL)
+                    .bind(self.bot_id as i64)
+                    .bind(epoch)
+                    .bind(&self.me.instance)
+                    .bind(channel(self.bot_id))
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The lease row of this bot, whoever holds it (`None`: never acquired).
+    pub async fn show(&self) -> Result<Option<LeaseInfo>, LeaseError> {
+        let row: Option<InfoRow> = self
+            .bounded(
+                "show",
+                sqlx::query_as(SHOW_SQL)
+                    .bind(self.bot_id as i64)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|r| LeaseInfo::from_row(self.bot_id, r)))
+    }
+
+    /// Is `epoch` the current, unexpired epoch, held by this holder? (A check; a write must use
+    /// [`FENCE_CTE`] itself, or it could race an acquisition.)
+    pub async fn is_current(&self, epoch: i64) -> Result<bool, LeaseError> {
+        let n: i64 = self
+            .bounded(
+                "fencing check",
+                sqlx::query_scalar(IS_CURRENT_SQL)
+                    .bind(self.bot_id as i64)
+                    .bind(epoch)
+                    .bind(&self.me.instance)
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The example fenced write: records `next_offset` for the bot, only while `epoch` is current and
+    /// ours (`false`: refused, a successor exists: stop at once). Atomic with the check ([`FENCE_CTE`]).
+    pub async fn commit_offset(&self, epoch: i64, next_offset: i64) -> Result<bool, LeaseError> {
+        let written: Option<i64> = self
+            .bounded(
+                "fenced write",
+                sqlx::query_scalar(COMMIT_OFFSET_SQL)
+                    .bind(self.bot_id as i64)
+                    .bind(epoch)
+                    .bind(&self.me.instance)
+                    .bind(next_offset)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(written.is_some())
+    }
+
+    /// What [`Lease::commit_offset`] last wrote: (epoch, next offset).
+    pub async fn fenced_offset(&self) -> Result<Option<(i64, i64)>, LeaseError> {
+        self.bounded(
+            "read offset",
+            sqlx::query_as(FENCED_OFFSET_SQL)
+                .bind(self.bot_id as i64)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// `LISTEN`s on [`channel`]`(bot_id)` on a connection of its own.
+    pub async fn listen(&self) -> Result<ReleaseListener, LeaseError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(self.query_timeout.max(Duration::from_secs(1)))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(self.options.clone());
+        let listen = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel(self.bot_id)).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let inner = self.bounded("listen", listen).await?;
+        Ok(ReleaseListener {
+            inner,
+            redactor: self.redactor.clone(),
+            target: self.target.clone(),
+        })
+    }
+
+    /// Closes the pool (after [`Lease::release`], on a clean stop). Bounded.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(self.query_timeout, self.pool.close()).await;
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, LeaseError> {
+        match tokio::time::timeout(self.query_timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_connection_error(&e) => Err(LeaseError::Connection {
+                what,
+                target: self.target.clone(),
+                reason: self.redactor.clean(&e.to_string()),
+            }),
+            Ok(Err(e)) => Err(LeaseError::Query {
+                what,
+                reason: self.redactor.clean(&e.to_string()),
+            }),
+            Err(_) => Err(LeaseError::Connection {
+                what,
+                target: self.target.clone(),
+                reason: format!("no answer within {:?}", self.query_timeout),
+            }),
+        }
+    }
+}
+
+/// Creates the schema if missing, serialised between hosts starting at once.
+async fn create_schema(conn: &mut PgConnection) -> Result<(), String> {
+    // Checked first, so a role without CREATE on the database can use a schema a DBA made for it.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(SCHEMA)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    if !exists {
+        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEMA_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| format!("cannot create the schema: {e}"))?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs the embedded migrations (`pool`: one connection whose search_path is the schema, so sqlx's
+/// `_sqlx_migrations` lands there).
+async fn migrate(pool: &PgPool) -> Result<(), String> {
+    let migrator = Migrator::new(Embedded)
+        .await
+        .map_err(|e| format!("bad embedded migrations: {e}"))?;
+    migrator.run(pool).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn renew_every_third_and_stop_before_the_ttl() {
+        assert_eq!(renew_interval(S(9)), S(3));
+        assert_eq!(renew_deadline(S(9)), S(6));
+        for ttl in [MS(100), S(1), S(10), S(3600)] {
+            assert!(renew_interval(ttl) < renew_deadline(ttl));
+            assert!(renew_deadline(ttl) < ttl);
+        }
+    }
+
+    #[test]
+    fn standby_retry_is_a_third_of_the_ttl_with_jitter() {
+        assert_eq!(standby_retry_with(S(12), 0.0), S(3));
+        assert_eq!(standby_retry_with(S(12), 0.5), S(4));
+        assert_eq!(standby_retry_with(S(12), 1.0), S(5));
+        for _ in 0..100 {
+            let d = standby_retry(S(12));
+            assert!(d >= S(3) && d <= S(5), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_poll_ends_a_margin_before_the_lease() {
+        assert_eq!(poll_timeout_within(S(10), S(3)), Some(S(7)));
+        // whole seconds, rounded down
+        assert_eq!(poll_timeout_within(MS(9_900), S(3)), Some(S(6)));
+        assert_eq!(poll_timeout_within(MS(3_500), S(3)), Some(S(0)));
+        assert_eq!(poll_timeout_within(S(3), S(3)), Some(S(0)));
+        assert_eq!(poll_timeout_within(MS(2_999), S(3)), None);
+        assert_eq!(poll_timeout_within(S(0), S(1)), None);
+    }
+
+    #[test]
+    fn redaction_covers_raw_decoded_and_query_passwords() {
+        let r = Redactor::for_url("postgres://bot:p%40ss%2Fw0rd@db.example:5432/cryptobot");
+        assert_eq!(
+            r.clean("auth p%40ss%2Fw0rd and p@ss/w0rd\nsecond line"),
+            "auth *** and *** second line"
+        );
+        let q = Redactor::for_url("postgres://bot@db/x?sslmode=disable&password=hunter22");
+        assert_eq!(q.clean("x hunter22 y"), "x *** y");
+        let unparsable = Redactor::for_url("postgres://bot:s3cr3t@[bad/x");
+        assert_eq!(unparsable.clean("s3cr3t"), "***");
+        let none = Redactor::for_url("postgres://bot@db/x");
+        assert_eq!(none.clean("nothing: to hide"), "nothing: to hide");
+        assert_eq!(
+            display_target(
+                "postgres://bot:s3cr3t@db:5432/x?password=s3cr3t",
+                &unparsable
+            ),
+            "postgres://bot:***@db:5432/x"
+        );
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%41%zz"), "A%zz");
+    }
+
+    #[test]
+    fn a_lease_info_says_when_it_expires_or_expired() {
+        let mut info = LeaseInfo {
+            bot_id: 1,
+            host: "vps-a".into(),
+            pid: 42,
+            instance: "i".into(),
+            epoch: 3,
+            acquired_at: UNIX_EPOCH,
+            renewed_ago: S(1),
+            expires_in_ms: 2_500,
+        };
+        assert_eq!(info.expires_in(), Some(MS(2_500)));
+        assert_eq!(info.expired_ago(), None);
+        assert_eq!(info.to_string(), "leader vps-a pid 42 epoch 3");
+        info.expires_in_ms = -1_200;
+        assert_eq!(info.expires_in(), None);
+        assert_eq!(info.expired_ago(), Some(MS(1_200)));
+        assert_eq!(info.to_string(), "leader vps-a pid 42 epoch 3 (expired)");
+    }
+
+    #[test]
+    fn instance_ids_are_random_and_channels_named_for_the_bot() {
+        let a = new_instance_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_instance_id());
+        assert_eq!(channel(123), "cryptobot_lease_123");
+    }
+
+    /// Compiled, never run: every future of the API can be spawned on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(lease: &'static Lease, listener: &'static mut ReleaseListener) {
+        fn send<T: Send>(_: T) {}
+        send(Lease::connect("", 1, DEFAULT_TTL, Holder::this_process()));
+        send(lease.try_acquire());
+        send(lease.renew(1));
+        send(lease.release(1));
+        send(lease.show());
+        send(lease.is_current(1));
+        send(lease.commit_offset(1, 1));
+        send(lease.listen());
+        send(lease.close());
+        send(listener.released());
+    }
+
+    #[test]
+    fn the_fenced_write_reads_from_the_fence() {
+        assert!(COMMIT_OFFSET_SQL.starts_with("WITH fence AS ("));
+        assert!(COMMIT_OFFSET_SQL.contains("FROM fence"));
+        assert!(FENCE_CTE.contains("FOR SHARE"));
+    }
+}

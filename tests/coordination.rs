@@ -1,0 +1,241 @@
+//! `coordination = "postgres"` end to end: several `cryptobot run` processes with separate runtime and
+//! state directories stand for hosts sharing one real, throwaway PostgreSQL (`support::postgres`) and the
+//! fake Bot API, which records every poller. Exactly one polls (the fake never sees two polls at once, so
+//! never answers a 409); a clean stop of the leader hands over at once; a killed leader is replaced within
+//! the TTL; a leader frozen past its TTL does not poll again and exits to come back as a standby.
+//!
+//! PostgreSQL not installed: each test prints `SKIPPED: …` and returns (under `CI=true` it fails instead).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fake_bot_api::FakeBotApi;
+use nix::sys::signal::Signal;
+use support::postgres::TempPostgres;
+use support::{BotProcess, Host, NotifySocket, assert_no_token, random_token};
+
+const T: Duration = Duration::from_secs(20);
+const TTL: u64 = 4;
+
+macro_rules! postgres_or_skip {
+    () => {
+        match TempPostgres::start() {
+            Some(pg) => pg,
+            None => return,
+        }
+    };
+}
+
+const LEADER: &str = "this instance is the leader";
+
+struct Fleet {
+    api: FakeBotApi,
+    pg: TempPostgres,
+    token: String,
+    id: i64,
+    hosts: Vec<Host>,
+}
+
+impl Fleet {
+    fn new(pg: TempPostgres, n: usize) -> Self {
+        let api = FakeBotApi::start();
+        let token = random_token();
+        let id = api.add_bot(&token, "fleet_bot");
+        let hosts = (0..n).map(|_| Host::new(&token, &api.url())).collect();
+        Self {
+            api,
+            pg,
+            token,
+            id,
+            hosts,
+        }
+    }
+
+    fn spawn(&self, host: usize, notify: &NotifySocket) -> BotProcess {
+        let url = self.pg.url();
+        let ttl = TTL.to_string();
+        self.hosts[host].spawn_run(
+            Some(notify),
+            &[
+                ("CRYPTOBOT_COORDINATION", "postgres"),
+                ("CRYPTOBOT_DATABASE_URL", &url),
+                ("CRYPTOBOT_LEASE_TTL", &ttl),
+            ],
+        )
+    }
+
+    /// Sends /ping from a new chat and waits for its pong.
+    fn ping(&self, chat: i64) {
+        self.api.inject_message(self.id, chat, "/ping");
+        self.api
+            .wait_for_sent(self.id, |m| m.chat_id == chat, T)
+            .unwrap_or_else(|e| panic!("no pong for chat {chat}: {e}"));
+    }
+
+    /// Nothing was handed out twice, no poll ever overlapped another.
+    fn assert_one_poller_nothing_twice(&self) {
+        let stats = self.api.stats(self.id);
+        assert_eq!(stats.conflicts_409, 0, "two pollers met: {stats:?}");
+        assert!(stats.max_concurrent_polls <= 1, "{stats:?}");
+        let repeated: Vec<_> = stats.deliveries.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(repeated.is_empty(), "delivered twice: {repeated:?}");
+    }
+}
+
+/// Waits until exactly one of `bots` says it leads; returns its index.
+fn leader_of(bots: &[&BotProcess]) -> usize {
+    let deadline = Instant::now() + T;
+    loop {
+        let leaders: Vec<usize> = (0..bots.len())
+            .filter(|i| bots[*i].stderr().contains(LEADER))
+            .collect();
+        match leaders.len() {
+            1 => return leaders[0],
+            0 if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => panic!(
+                "{} leaders among {} instances (expected exactly 1 within {T:?})",
+                leaders.len(),
+                bots.len()
+            ),
+        }
+    }
+}
+
+#[test]
+fn three_hosts_started_at_once_exactly_one_polls() {
+    let fleet = Fleet::new(postgres_or_skip!(), 3);
+    let notifies: Vec<NotifySocket> = (0..3).map(|_| NotifySocket::new()).collect();
+    let mut bots: Vec<BotProcess> = (0..3).map(|i| fleet.spawn(i, &notifies[i])).collect();
+    let ready: Vec<String> = notifies
+        .iter()
+        .map(|n| {
+            n.wait_for("READY=1", T)
+                .iter()
+                .map(|d| d.text.clone())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    let refs: Vec<&BotProcess> = bots.iter().collect();
+    let leader = leader_of(&refs);
+    for (i, seen) in ready.iter().enumerate() {
+        if i != leader {
+            // A standby is READY, and says whom it waits for.
+            assert!(seen.contains("STATUS=standby; leader"), "{seen}");
+        }
+    }
+    for chat in 1..=5 {
+        fleet.ping(chat);
+    }
+    fleet.assert_one_poller_nothing_twice();
+    for bot in &mut bots {
+        bot.signal(Signal::SIGTERM);
+    }
+    for bot in &mut bots {
+        assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
+        let stderr = bot.stderr();
+        assert!(
+            !stderr.contains(fleet.pg.password()),
+            "the database password leaked:\n{stderr}"
+        );
+        assert_no_token(&fleet.token, &[&stderr]);
+    }
+    assert_eq!(fleet.api.sent(fleet.id).len(), 5);
+}
+
+#[test]
+fn a_clean_stop_of_the_leader_hands_over_at_once_losing_and_repeating_nothing() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    for chat in 1..=3 {
+        fleet.ping(chat);
+    }
+    let stopped = Instant::now();
+    bots[leader].signal(Signal::SIGTERM);
+    bots[standby].wait_for_stderr(LEADER, T);
+    let handover = stopped.elapsed();
+    assert_eq!(
+        bots[leader].wait_exit(T).code(),
+        Some(0),
+        "{}",
+        bots[leader].stderr()
+    );
+    // The standby woke on the release NOTIFY, not on its TTL/3 retry timer.
+    assert!(
+        handover < Duration::from_millis(TTL * 1000 / 3 * 3 / 4),
+        "the handover took {handover:?}"
+    );
+    for chat in 4..=6 {
+        fleet.ping(chat);
+    }
+    fleet.assert_one_poller_nothing_twice();
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+    let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
+    chats.sort_unstable();
+    assert_eq!(chats, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_killed_leader_is_replaced_within_the_ttl() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    fleet.ping(1);
+    let killed = Instant::now();
+    bots[leader].signal(Signal::SIGKILL);
+    bots[standby].wait_for_stderr(LEADER, Duration::from_secs(TTL + 5));
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(TTL + 1),
+        "the takeover took {takeover:?} with a {TTL} s TTL"
+    );
+    fleet.ping(2);
+    fleet.assert_one_poller_nothing_twice();
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+}
+
+#[test]
+fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    fleet.ping(1);
+    bots[leader].signal(Signal::SIGSTOP);
+    bots[standby].wait_for_stderr(LEADER, Duration::from_secs(TTL + 5));
+    fleet.ping(2);
+    bots[leader].signal(Signal::SIGCONT);
+    // It notices at once: exit 3 (the unit's RestartForceExitStatus), to come back as a standby.
+    let status = bots[leader].wait_exit(T);
+    assert_eq!(status.code(), Some(3), "{}", bots[leader].stderr());
+    assert!(
+        bots[leader].stderr().contains("lost the PostgreSQL lease"),
+        "{}",
+        bots[leader].stderr()
+    );
+    fleet.ping(3);
+    // Had the resumed leader polled, the new leader's pending poll would have been answered 409.
+    fleet.assert_one_poller_nothing_twice();
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+    let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
+    chats.sort_unstable();
+    assert_eq!(chats, vec![1, 2, 3], "each update answered exactly once");
+}

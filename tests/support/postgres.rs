@@ -1,0 +1,450 @@
+//! A throwaway PostgreSQL cluster: `initdb` in a temporary directory, listening on 127.0.0.1 (a free
+//! port) and on a unix socket inside that directory, with a database and a password-protected role for
+//! the code under test (`url()`), the superuser reachable only through the socket (for `psql`).
+//!
+//! Debian's server binaries (`/usr/lib/postgresql/<version>/bin`, package `postgresql`) are used, else
+//! `initdb`/`pg_ctl` from `PATH`. PostgreSQL refuses to run as root: under root, `initdb` and `pg_ctl`
+//! run as the `postgres` system user (the package creates it) through `Command::uid/gid`, and the
+//! temporary directory is handed to that user.
+//!
+//! Not installed: [`TempPostgres::start`] prints `SKIPPED: <test>: PostgreSQL not installed (apt-get
+//! install postgresql)` and returns `None` (the caller returns early), or panics under `CI=true`
+//! (`tests/run-all.sh` installs it). Dropping the cluster stops it (`pg_ctl stop -m immediate`, else
+//! SIGKILL of the postmaster) and removes the directory, also when the test panicked.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The role and database the code under test uses.
+pub const ROLE: &str = "cryptobot_test";
+pub const DATABASE: &str = "cryptobot_test";
+
+/// The temporary directories' prefix, and the file in each naming the test process that owns it.
+const DIR_PREFIX: &str = "cryptobot-pg-";
+const OWNER_FILE: &str = "owner.pid";
+
+/// Bounds `initdb`, `pg_ctl start/stop/restart` and `psql`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// `pg_ctl -t`: how long it waits for the server to start or stop.
+const PG_CTL_WAIT_SECS: &str = "30";
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The directory holding `initdb` and `pg_ctl`: the newest Debian version, else `PATH`.
+fn server_bin_dir() -> Option<PathBuf> {
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .collect();
+    debian.sort();
+    if let Some((_, bin)) = debian.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    })
+}
+
+/// A running throwaway cluster; stopped and removed on drop.
+pub struct TempPostgres {
+    dir: Option<tempfile::TempDir>,
+    bin: PathBuf,
+    port: u16,
+    password: String,
+    /// Under root: the `postgres` user's uid and gid, to run the server binaries as.
+    run_as: Option<(u32, u32)>,
+}
+
+impl TempPostgres {
+    /// Starts a fresh cluster, or returns `None` (after printing the SKIPPED line) when PostgreSQL is not
+    /// installed; under `CI=true` that is a panic instead. A cluster that cannot start is a panic.
+    pub fn start() -> Option<TempPostgres> {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("postgres test")
+            .to_owned();
+        let Some(bin) = server_bin_dir() else {
+            assert!(
+                !under_ci(),
+                "{test}: PostgreSQL is not installed and CI=true requires it: apt-get install postgresql (tests/run-all.sh does, as root)"
+            );
+            println!("SKIPPED: {test}: PostgreSQL not installed (apt-get install postgresql)");
+            return None;
+        };
+        match Self::start_with(bin) {
+            Ok(pg) => Some(pg),
+            Err(e) => panic!("{test}: cannot start a throwaway PostgreSQL: {e}"),
+        }
+    }
+
+    fn start_with(bin: PathBuf) -> Result<TempPostgres, String> {
+        let run_as = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or("running as root, and there is no `postgres` user to run the server as (apt-get install postgresql creates it)")?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        reap_orphans(&bin, run_as);
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        // Who owns this cluster: a test process killed before its Drop ran (a nextest timeout) leaves
+        // its cluster behind, and the next start stops and removes it.
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| format!("owner file: {e}"))?;
+        std::fs::create_dir(dir.path().join("sock")).map_err(|e| format!("socket dir: {e}"))?;
+        if let Some((uid, gid)) = run_as {
+            for p in [dir.path().to_owned(), dir.path().join("sock")] {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {}: {e}", p.display()))?;
+            }
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod: {e}"))?;
+        let mut pg = TempPostgres {
+            dir: Some(dir),
+            bin,
+            port: 0,
+            password: random_password(),
+            run_as,
+        };
+        pg.run_server_tool(
+            "initdb",
+            &[
+                "-D",
+                &pg.data_dir(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )?;
+        // Fast and small: a test cluster needs no durability.
+        pg.append_config(&format!(
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n\
+             synchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n\
+             shared_buffers = 16MB\nlog_min_messages = warning\n",
+            pg.socket_dir()
+        ))?;
+        // The port was free a moment ago; another process may take it first: retry with another.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            pg.port = super::free_port();
+            pg.append_config(&format!("port = {}\n", pg.port))?;
+            match pg.pg_ctl(&["start"]) {
+                Ok(()) => {
+                    last_error.clear();
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        if !last_error.is_empty() {
+            return Err(last_error);
+        }
+        pg.psql(&format!(
+            "CREATE ROLE {ROLE} LOGIN PASSWORD '{}'",
+            pg.password
+        ))?;
+        pg.psql(&format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"))?;
+        Ok(pg)
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("the cluster's directory").path()
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir().join("data").to_string_lossy().into_owned()
+    }
+
+    fn socket_dir(&self) -> String {
+        self.dir().join("sock").to_string_lossy().into_owned()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// `postgres://cryptobot_test:<password>@127.0.0.1:<port>/cryptobot_test`
+    pub fn url(&self) -> String {
+        self.url_with_password(&self.password)
+    }
+
+    /// The same URL with another password (for authentication failures).
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!(
+            "postgres://{ROLE}:{password}@127.0.0.1:{}/{DATABASE}",
+            self.port
+        )
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (`-m fast`: sessions are terminated) and waits until it is down.
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast"])
+            .unwrap_or_else(|e| panic!("pg_ctl stop: {e}"));
+    }
+
+    /// Starts a stopped server again on the same port and waits until it accepts connections.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start"])
+            .unwrap_or_else(|e| panic!("pg_ctl start: {e}"));
+    }
+
+    /// `pg_ctl restart -m fast`: every session is terminated; back when it returns.
+    pub fn restart(&self) {
+        self.pg_ctl(&["restart", "-m", "fast"])
+            .unwrap_or_else(|e| panic!("pg_ctl restart: {e}"));
+    }
+
+    /// `pg_terminate_backend` for every session of the test role; returns how many there were.
+    pub fn terminate_backends(&self) -> usize {
+        self.terminate_where(&format!("usename = '{ROLE}'"))
+    }
+
+    /// `pg_terminate_backend` for the test role's sessions whose `application_name` is `name`.
+    pub fn terminate_backends_of(&self, name: &str) -> usize {
+        self.terminate_where(&format!(
+            "usename = '{ROLE}' AND application_name = '{}'",
+            name.replace('\'', "''")
+        ))
+    }
+
+    fn terminate_where(&self, condition: &str) -> usize {
+        let out = self
+            .psql(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {condition} AND pid <> pg_backend_pid()"
+            ))
+            .unwrap_or_else(|e| panic!("pg_terminate_backend: {e}"));
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("pg_terminate_backend: unexpected answer {out:?}"))
+    }
+
+    /// Runs `sql` as the superuser over the unix socket (psql, unaligned, tuples only); its output.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out_file = self.dir().join("psql.out");
+        let mut cmd = Command::new(self.client_tool("psql"));
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d"])
+            .arg("postgres")
+            .arg("-c")
+            .arg(sql);
+        run_bounded(cmd, &out_file, COMMAND_TIMEOUT).map_err(|e| format!("psql {sql:?}: {e}"))?;
+        Ok(std::fs::read_to_string(&out_file).unwrap_or_default())
+    }
+
+    /// psql lives with the server binaries on Debian, else in PATH.
+    fn client_tool(&self, name: &str) -> PathBuf {
+        let beside = self.bin.join(name);
+        if beside.is_file() {
+            beside
+        } else {
+            PathBuf::from(name)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let data = self.data_dir();
+        let log = self.dir().join("server.log").to_string_lossy().into_owned();
+        let mut all = vec!["-D", &data, "-l", &log, "-w", "-t", PG_CTL_WAIT_SECS];
+        all.extend_from_slice(args);
+        self.run_server_tool("pg_ctl", &all).map_err(|e| {
+            let log = self.server_log();
+            let mut tail: Vec<&str> = log.lines().rev().take(10).collect();
+            tail.reverse();
+            format!("{e}; server log: {}", tail.join(" | "))
+        })
+    }
+
+    /// Runs a server binary (as the `postgres` user under root) with a clean environment, bounded.
+    fn run_server_tool(&self, name: &str, args: &[&str]) -> Result<(), String> {
+        self.run_server_tool_in(self.dir(), name, args)
+    }
+
+    fn run_server_tool_in(&self, dir: &Path, name: &str, args: &[&str]) -> Result<(), String> {
+        let mut cmd = Command::new(self.bin.join(name));
+        cmd.args(args).current_dir(dir);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let out_file = dir.join(format!("{name}.out"));
+        run_bounded(cmd, &out_file, COMMAND_TIMEOUT).map_err(|e| format!("{name}: {e}"))
+    }
+
+    fn append_config(&self, text: &str) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.dir().join("data/postgresql.conf");
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Stops the server at once, without panicking: `pg_ctl stop -m immediate`, else SIGKILL.
+    fn stop_now(&self) {
+        self.stop_data_dir(self.dir());
+    }
+
+    /// [`Self::stop_now`] for the cluster in `dir` (this one's, or an orphan's).
+    fn stop_data_dir(&self, dir: &Path) {
+        let data = dir.join("data");
+        if !data.join("postmaster.pid").exists() {
+            return; // not running
+        }
+        let stopped = self
+            .run_server_tool_in(
+                dir,
+                "pg_ctl",
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-w",
+                    "-t",
+                    "10",
+                    "stop",
+                    "-m",
+                    "immediate",
+                ],
+            )
+            .is_ok();
+        if stopped {
+            return;
+        }
+        let pid_file = data.join("postmaster.pid");
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        if self.dir.is_some() {
+            self.stop_now();
+        }
+        // TempDir's own drop removes the directory (root may remove what `postgres` owns).
+        drop(self.dir.take());
+    }
+}
+
+/// Stops and removes the clusters of test processes that no longer exist.
+fn reap_orphans(bin: &Path, run_as: Option<(u32, u32)>) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let Some(owner) = std::fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            continue; // being set up, or not ours
+        };
+        if !named || process_alive(owner) {
+            continue;
+        }
+        let orphan = TempPostgres {
+            dir: None,
+            bin: bin.to_owned(),
+            port: 0,
+            password: String::new(),
+            run_as,
+        };
+        orphan.stop_data_dir(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Whether `pid` runs (a zombie does not: its parent has not reaped it yet).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) S …": the state follows the last ')'
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Runs `cmd` with a clean environment, its output in `out_file`; kills it after `timeout`.
+fn run_bounded(mut cmd: Command, out_file: &Path, timeout: Duration) -> Result<(), String> {
+    let out =
+        std::fs::File::create(out_file).map_err(|e| format!("{}: {e}", out_file.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not finish within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        let output = std::fs::read_to_string(out_file).unwrap_or_default();
+        Err(format!(
+            "{status}: {}",
+            output.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+/// 24 random letters and digits.
+fn random_password() -> String {
+    (0..24).map(|_| fastrand::alphanumeric()).collect()
+}
