@@ -239,3 +239,82 @@ fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
     chats.sort_unstable();
     assert_eq!(chats, vec![1, 2, 3], "each update answered exactly once");
 }
+
+/// Not a test: the benchmark of issue 5 (`bench/lease` runs it; BENCHMARKS.md reports it). Clean
+/// handover (leader SIGTERM → the standby says it leads) and crash takeover (leader SIGKILL → the same),
+/// BENCH_ROUNDS rounds each (default 20) with a BENCH_LEASE_TTL-second lease (default 5). Prints the
+/// median, min and max; asserts nothing about time.
+#[test]
+#[ignore = "benchmark: run by bench/lease, not by the test suite"]
+fn bench_handover_and_takeover() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let ttl: u64 = std::env::var("BENCH_LEASE_TTL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let pg = postgres_or_skip!();
+    let api = FakeBotApi::start();
+    let token = random_token();
+    api.add_bot(&token, "bench_bot");
+    let hosts = [Host::new(&token, &api.url()), Host::new(&token, &api.url())];
+    let url = pg.url();
+    let ttl_text = ttl.to_string();
+    let spawn = |i: usize, notify: &NotifySocket| {
+        hosts[i].spawn_run(
+            Some(notify),
+            &[
+                ("CRYPTOBOT_COORDINATION", "postgres"),
+                ("CRYPTOBOT_DATABASE_URL", &url),
+                ("CRYPTOBOT_LEASE_TTL", &ttl_text),
+                ("CRYPTOBOT_LOG", "info"),
+            ],
+        )
+    };
+    let wait = Duration::from_secs(ttl * 3 + 10);
+    let mut results: Vec<(&str, Vec<Duration>)> = Vec::new();
+    for (kind, signal) in [
+        ("clean handover (SIGTERM)", Signal::SIGTERM),
+        ("crash takeover (SIGKILL)", Signal::SIGKILL),
+    ] {
+        let mut times = Vec::with_capacity(rounds);
+        let notifies = [NotifySocket::new(), NotifySocket::new()];
+        let mut bots = [Some(spawn(0, &notifies[0])), None];
+        bots[0].as_ref().unwrap().wait_for_stderr(LEADER, wait);
+        let mut leader = 0;
+        for _ in 0..rounds {
+            let standby = 1 - leader;
+            let fresh = NotifySocket::new();
+            let bot = spawn(standby, &fresh);
+            fresh.wait_for("STATUS=standby", wait);
+            bots[standby] = Some(bot);
+            let mut old = bots[leader].take().expect("the leader's process");
+            let t0 = Instant::now();
+            old.signal(signal);
+            bots[standby]
+                .as_ref()
+                .expect("the standby's process")
+                .wait_for_stderr(LEADER, wait);
+            times.push(t0.elapsed());
+            old.wait_exit(wait);
+            leader = standby;
+        }
+        if let Some(bot) = bots[leader].as_mut() {
+            bot.signal(Signal::SIGTERM);
+            bot.wait_exit(wait);
+        }
+        results.push((kind, times));
+    }
+    for (kind, mut times) in results {
+        times.sort();
+        println!(
+            "BENCH lease ttl={ttl}s {kind}: median {:.0} ms, min {:.0} ms, max {:.0} ms, n={}",
+            times[times.len() / 2].as_secs_f64() * 1000.0,
+            times[0].as_secs_f64() * 1000.0,
+            times[times.len() - 1].as_secs_f64() * 1000.0,
+            times.len()
+        );
+    }
+}

@@ -88,7 +88,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 log "cargo nextest run"
-cargo nextest run --workspace --no-fail-fast "${run_ignored[@]}"
+# bench_* are benchmarks (bench/), ignored like the root-only tests but never part of the test run.
+cargo nextest run --workspace --no-fail-fast "${run_ignored[@]}" -E 'not test(/^bench_/)'
 
 for what in "${skipped[@]}"; do
     echo "SKIPPED: $what"

@@ -1,8 +1,8 @@
 //! `coordination = "postgres"`: wait as a standby until this process holds the lease, then keep it.
 //!
-//! - Standby: READY, `STATUS=standby; leader <host> pid <pid> epoch <n>`, `/healthz`-live (each wait is
-//!   declared to the watchdog); it tries to acquire every TTL/3 with jitter, and at once when the
-//!   leader's release `NOTIFY` arrives.
+//! - Standby: READY, `STATUS=standby; leader <host> pid <pid> epoch <n>` (each wait is declared to the
+//!   watchdog); it tries to acquire every TTL/3 with jitter, just after the holder's lease expires when
+//!   that is sooner, and at once when the leader's release `NOTIFY` arrives.
 //! - Leader: [`Leadership`] renews every TTL/3 and keeps the [`LeaseWindow`] that bounds every poll. When
 //!   a renewal says the lease is lost, or none succeeded before the renew deadline, the window closes
 //!   (the poller stops before its next poll or batch), `lost` is set and the run is cancelled: the
@@ -71,6 +71,8 @@ pub async fn acquire(
     let mut released = lease.listen().await.map_err(|e| lease_failure(&e))?;
     let mut announced = false;
     loop {
+        // When the holder's lease expires, per the database (a crashed leader renews no more).
+        let mut expiry: Option<Duration> = None;
         let asked = Instant::now();
         liveness.busy_until(asked + lease.query_timeout());
         let outcome = tokio::select! {
@@ -95,6 +97,7 @@ pub async fn acquire(
                 }));
             }
             Ok(Acquire::Standby(holder)) => {
+                expiry = holder.expires_in();
                 status.set_state(State::Standby(holder.to_string()));
                 if !announced {
                     tracing::info!(bot_id, "standby: the lease is held by {holder}");
@@ -111,7 +114,13 @@ pub async fn acquire(
                 }
             }
         }
-        let wait = lease::standby_retry(ttl);
+        // The next try: at the retry period (TTL/3 with jitter), or just after the holder's lease
+        // expires if that is sooner, so a crashed leader is replaced within the TTL, not TTL + TTL/3.
+        let wait = match expiry {
+            Some(left) => lease::standby_retry(ttl)
+                .min(left + Duration::from_millis(10 + fastrand::u64(..40))),
+            None => lease::standby_retry(ttl),
+        };
         liveness.busy_until(Instant::now() + wait + Duration::from_secs(1));
         tokio::select! {
             () = cancel.cancelled() => return Ok(None),
