@@ -385,7 +385,9 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     min: T,
     max: T,
 ) -> Result<T> {
-    if l.value < min || l.value > max {
+    // Not `value < min || value > max`: a NaN (`conflict_backoff_initial = nan`) passes that, and
+    // Duration::from_secs_f64 then panics (found while fuzzing the config).
+    if !(min..=max).contains(&l.value) {
         return Err(Failure::config(format!(
             "{}: {} is out of range; use {min} to {max}",
             l.origin, l.value
@@ -431,7 +433,7 @@ impl Settings {
                 .or(fc.state_dir),
             env,
         )?;
-        let log = layered(
+        let mut log = layered(
             env,
             "CRYPTOBOT_LOG",
             fc.log,
@@ -440,6 +442,14 @@ impl Settings {
             "info".to_owned(),
             text,
         )?;
+        // Each directive trimmed: tracing-subscriber 0.3 panics on a directive with leading blanks
+        // before a multi-byte character (" é=info"; found by fuzzing), and refuses "info, x=debug".
+        log.value = log
+            .value
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(",");
         check_log_filter(&log.value, &log.origin)?;
         let seconds = "a whole number of seconds";
         let poll_timeout = layered(

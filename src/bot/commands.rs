@@ -3,7 +3,6 @@
 //! command. No I/O happens here, so every form of every command is tested without a network.
 
 use rust_decimal::Decimal;
-use std::str::FromStr;
 use teloxide::types::{BotCommand, ChatId, Update, UpdateKind};
 use teloxide::utils::command::BotCommands;
 
@@ -213,7 +212,9 @@ pub fn parse_amount(text: &str) -> Option<Decimal> {
     if !plain {
         return None;
     }
-    let amount = Decimal::from_str(text).ok()?;
+    // from_str_exact refuses what a Decimal cannot hold exactly (from_str would round
+    // 9.9999999999999999999999999999 to 10: found by fuzzing, fuzz/regressions/command_parse).
+    let amount = Decimal::from_str_exact(text).ok()?;
     (amount > Decimal::ZERO).then(|| amount.normalize())
 }
 
@@ -308,6 +309,22 @@ mod tests {
         ] {
             assert_eq!(request(text), Some(Request::Usage(PRICE_USAGE)), "{text}");
         }
+    }
+
+    /// Found by fuzzing: amounts a Decimal cannot hold exactly were rounded (an alert at 10 for
+    /// 9.9999999999999999999999999999); they are refused with the usage line now.
+    #[test]
+    fn amounts_that_cannot_be_kept_exactly_are_refused() {
+        assert_eq!(parse_amount("9.9999999999999999999999999999"), None);
+        assert_eq!(parse_amount(".00000000000000000000000000009"), None);
+        assert_eq!(
+            parse_amount("70000.50").map(|d| d.to_string()).as_deref(),
+            Some("70000.5")
+        );
+        assert_eq!(
+            request("/alert btc above 9.9999999999999999999999999999"),
+            Some(Request::Usage(ALERT_USAGE))
+        );
     }
 
     #[test]

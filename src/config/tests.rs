@@ -206,3 +206,34 @@ fn the_shipped_config_file_documents_valid_keys_with_their_defaults() {
     );
     assert_eq!(defaults.listen, None);
 }
+
+/// Found while fuzzing the config: a NaN passed the range check and Duration::from_secs_f64 panicked
+/// (exit 101, and a reload with it panicked too); a log directive with leading blanks before a
+/// multi-byte character panicked inside tracing-subscriber.
+#[test]
+fn nan_backoffs_and_odd_log_filters_are_config_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        "conflict_backoff_initial = nan\n",
+        "conflict_backoff_max = nan\n",
+        "log = \" \u{e9}=info\"\n",
+    ] {
+        let file = write(dir.path(), "c.toml", text);
+        let outcome = std::panic::catch_unwind(|| {
+            Settings::load(Some(&file), &env_of(&base_env(dir.path())))
+        });
+        let result = outcome.unwrap_or_else(|_| panic!("{text:?} panicked"));
+        if let Err(e) = &result {
+            assert_eq!(e.code, crate::exit::Code::Config, "{text:?}: {}", e.message);
+            assert_eq!(e.message.lines().count(), 1, "{}", e.message);
+        }
+    }
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_CONFLICT_BACKOFF_INITIAL".into(), "NaN".into()));
+    let err = Settings::load(None, &env_of(&env)).unwrap_err();
+    assert_eq!(err.code, crate::exit::Code::Config);
+    // Blanks around directives are accepted and trimmed.
+    let file = write(dir.path(), "c.toml", "log = \"info, cryptobot=debug\"\n");
+    let s = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap();
+    assert_eq!(s.log, "info,cryptobot=debug");
+}
