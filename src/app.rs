@@ -27,12 +27,12 @@ use crate::exit::{Code, Failure, Result};
 use crate::http::HttpState;
 use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
-use crate::instance::leadership;
+use crate::instance::leadership::{self, LeaseEnd};
 use crate::instance::status_file::StatusFile;
 use crate::live_status::{LiveStatus, State};
 use crate::reload::{self, ReloadSource};
 use crate::shutdown::{self, Cleanup};
-use crate::store::Store;
+use crate::store::{PgStore, Store};
 use crate::systemd::activation;
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::{self, Liveness};
@@ -79,8 +79,8 @@ struct Inputs {
     http: Option<(std::net::TcpListener, activation::Origin)>,
     hup: tokio::signal::unix::Signal,
     reload_source: ReloadSource,
-    /// Set if this process held the PostgreSQL lease and lost it.
-    lease_lost: Arc<AtomicBool>,
+    /// How this process's PostgreSQL leadership ended, if it led.
+    lease_end: Arc<LeaseEnd>,
 }
 
 async fn serve(
@@ -98,7 +98,7 @@ async fn serve(
         .map_err(|e| Failure::software(format!("cannot install the SIGHUP handler: {e}")))?;
     let mut cleanup = Cleanup::new();
     let restart = Arc::new(AtomicBool::new(false));
-    let lease_lost = Arc::new(AtomicBool::new(false));
+    let lease_end = Arc::new(LeaseEnd::default());
     let outcome = serve_until_stopped(
         config,
         guard,
@@ -110,7 +110,7 @@ async fn serve(
             http,
             hup,
             reload_source,
-            lease_lost: Arc::clone(&lease_lost),
+            lease_end: Arc::clone(&lease_end),
         },
     )
     .await;
@@ -123,8 +123,11 @@ async fn serve(
     } else {
         tracing::warn!(bot_id, "stopped; these steps failed: {}", failed.join(", "));
     }
-    if lease_lost.load(Ordering::SeqCst) {
-        return Err(crate::instance::leadership::lease_lost());
+    if lease_end.is_lost() {
+        return Err(leadership::lease_lost());
+    }
+    if let Some(request) = lease_end.handover() {
+        return Err(leadership::handed_over(&request));
     }
     if outcome.is_ok() && restart.load(Ordering::SeqCst) {
         return Err(Failure::new(
@@ -153,7 +156,7 @@ async fn serve_until_stopped(
         http,
         hup,
         reload_source,
-        lease_lost,
+        lease_end,
     } = inputs;
     let bot_id = config.token.bot_id();
     let status = Arc::new(LiveStatus::new());
@@ -161,20 +164,13 @@ async fn serve_until_stopped(
     let status_file = StatusFile::new(guard.runtime_dir(), bot_id);
     write_status(&status_file, &status);
 
-    let store = Store::open(&config.settings.state_dir).await?;
-    let handled_before = store.last_handled(bot_id).await.map_err(|e| {
-        Failure::io(format!(
-            "state database {}: cannot read it ({e})",
-            store.path().display()
-        ))
-    })?;
-    {
-        let store = store.clone();
-        cleanup.push("state store", move || async move {
-            store.close().await;
-            Ok(())
-        });
-    }
+    // One host: the SQLite state store, opened before anything talks to Telegram (a broken state
+    // directory is a configuration error found at once). With the lease, the shared store is opened
+    // by the leader, below.
+    let local_store = match config.settings.coordination.coordination {
+        Coordination::None => Some(Store::open_sqlite(&config.settings.state_dir).await?),
+        Coordination::Postgres => None,
+    };
 
     let watchdog_timeout = notifier.watchdog_timeout();
     let poll_timeout = watchdog::poll_timeout_for(config.settings.poll_timeout, watchdog_timeout);
@@ -190,7 +186,7 @@ async fn serve_until_stopped(
     ) {
         (Coordination::Postgres, Some(url)) => match leadership::acquire(
             url,
-            lease_lost,
+            lease_end,
             bot_id,
             config.settings.coordination.lease_ttl,
             &status,
@@ -207,12 +203,38 @@ async fn serve_until_stopped(
     };
     if let Some(leader) = &leadership {
         let renewer = leader.spawn_renewer(bot_id, cancel.clone());
+        let control = leader.spawn_control_listener(bot_id, cancel.clone());
         let leader = Arc::clone(leader);
         cleanup.push("lease release", move || async move {
             renewer.abort();
+            control.abort();
             leader.release().await
         });
     }
+    let store = match (local_store, &leadership) {
+        (Some(store), _) => store,
+        (None, Some(leader)) => Store::Postgres(PgStore::new(
+            Arc::clone(&leader.lease),
+            leader.epoch,
+            leader.on_lost(cancel.clone()),
+        )),
+        (None, None) => {
+            return Err(Failure::config(
+                "coordination = \"postgres\" needs the database URL (credential database_url, database_url_file or CRYPTOBOT_DATABASE_URL)",
+            ));
+        }
+    };
+    {
+        let store = store.clone();
+        cleanup.push("state store", move || async move {
+            store.close().await;
+            Ok(())
+        });
+    }
+    let handled_before = store
+        .last_handled(bot_id)
+        .await
+        .map_err(|e| Failure::io(format!("{}: cannot read it ({e})", store.describe())))?;
     let lease_window = leadership.as_ref().map(|l| Arc::clone(&l.window));
     let role = match &leadership {
         Some(l) => format!("leader (PostgreSQL lease, epoch {})", l.epoch),
@@ -267,6 +289,7 @@ async fn serve_until_stopped(
         limits: Limits::default(),
         wake: Arc::clone(&wake),
         status: Arc::clone(&status),
+        lease: lease_window.clone(),
     };
     let sender = tokio::spawn(outbound.run(cancel.clone()));
     cleanup.push("outbound queue", move || async move {
@@ -508,10 +531,10 @@ async fn enter_webhook_mode(
     liveness: &Liveness,
 ) -> Result<Option<WebhookSecret>> {
     let bot_id = config.token.bot_id();
-    let io = |e: sqlx::Error| {
+    let io = |e: crate::store::Error| {
         Failure::io(format!(
-            "state database {}: cannot keep the webhook secret ({e})",
-            store.path().display()
+            "{}: cannot keep the webhook secret ({e})",
+            store.describe()
         ))
     };
     let secret = match &config.webhook_secret {
@@ -519,8 +542,8 @@ async fn enter_webhook_mode(
         None => match store.webhook_secret(bot_id).await.map_err(io)? {
             Some(kept) => WebhookSecret::parse(&kept).map_err(|why| {
                 Failure::io(format!(
-                    "state database {}: the kept webhook secret {why}",
-                    store.path().display()
+                    "{}: the kept webhook secret {why}",
+                    store.describe()
                 ))
             })?,
             None => {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Env, Settings};
 use crate::exit::{Code, Failure, Result};
 use crate::instance::control::{self, StopOptions};
+use crate::instance::lease_commands;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,12 @@ pub struct Cli {
 pub enum LeaseAction {
     /// Holder, host, PID, epoch and when the lease expires (exit 3 when nobody holds it)
     Show,
+    /// Ask the leader on this host to resign: it stops cleanly, releases the lease (a standby takes it
+    /// at once) and is restarted by systemd as a standby
+    Release,
+    /// Ask the leader, on any host, to hand over to this host's standby (exit 1 if this host does not
+    /// lead within the TTL plus 15 s)
+    Takeover,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +62,7 @@ pub enum Command {
     CheckConfig,
     /// Diagnose: config, token, webhook, lock holder, systemd unit, recent conflicts (exit 1 on problems)
     Doctor,
-    /// The PostgreSQL lease (coordination = "postgres"): who holds it
+    /// The PostgreSQL lease (coordination = "postgres"): who holds it, release it, take it over
     Lease {
         #[command(subcommand)]
         action: LeaseAction,
@@ -111,11 +118,13 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
             crate::app::run(config, reload)?;
             Ok(0)
         }
-        Command::Lease {
-            action: LeaseAction::Show,
-        } => {
+        Command::Lease { action } => {
             let config = Config::load(config_path, env)?;
-            let (text, code) = crate::instance::leadership::show(&config)?;
+            let (text, code) = match action {
+                LeaseAction::Show => lease_commands::show(&config)?,
+                LeaseAction::Release => lease_commands::release(&config)?,
+                LeaseAction::Takeover => lease_commands::takeover(&config)?,
+            };
             println!("{text}");
             Ok(code)
         }
@@ -135,6 +144,13 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
             let (dir, bot) = inspect_target(config_path, env)?;
             let (text, code) = control::status(&dir, bot);
             println!("{text}");
+            // With the lease, this host's instance may be a standby: say who leads.
+            if let Some((_, lease)) = Config::load(config_path, env)
+                .ok()
+                .and_then(|c| lease_commands::summary(&c))
+            {
+                println!("{lease}");
+            }
             Ok(code)
         }
         Command::Stop { timeout, force } => {

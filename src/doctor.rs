@@ -2,8 +2,9 @@
 //! that fixes it. Exit 0 when healthy, 1 when a problem was found.
 //!
 //! It reads, never changes: the configuration, Telegram's view of the token and webhook (`getMe`,
-//! `getWebhookInfo`: neither conflicts with a running poller), the local lock and its holder, the systemd
-//! unit's state, and the running instance's status file (its recent conflicts).
+//! `getWebhookInfo`: neither conflicts with a running poller), the local lock and its holder, the
+//! PostgreSQL lease when coordinated, the systemd unit's state, and the running instance's status file
+//! (its recent conflicts).
 
 use std::path::Path;
 use std::process::Command;
@@ -81,6 +82,12 @@ pub fn examine(config_path: Option<&Path>, env: &Env, runtime_dir: &Path) -> Vec
         findings.extend(telegram_checks(config));
     }
     findings.extend(lock_checks(runtime_dir, bot_id));
+    if let Some((healthy, text)) = config
+        .as_ref()
+        .and_then(crate::instance::lease_commands::summary)
+    {
+        findings.push(Finding { ok: healthy, text });
+    }
     findings.extend(unit_check());
     findings
 }

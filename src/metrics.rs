@@ -42,6 +42,7 @@ pub struct Metrics {
     pub messages_sent: Counter,
     pub outbound_queue_depth: Gauge<i64, AtomicI64>,
     pub alerts_fired: Counter,
+    role: Family<RoleLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -51,7 +52,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// `role`: "single" (flock only) today; "leader"/"standby" with the PostgreSQL lease.
+    /// `role`: "single" (flock only), or with the PostgreSQL lease "standby" until this process
+    /// leads, then "leader" ([`Metrics::set_role`]).
+    /// Changes the role label: the old series disappears, the new one is 1.
+    pub fn set_role(&self, role: &str) {
+        self.role.clear();
+        self.role
+            .get_or_create(&RoleLabel {
+                role: role.to_owned(),
+            })
+            .set(1);
+    }
+
     pub fn new(role: &str) -> Self {
         let mut registry = Registry::with_prefix("cryptobot");
         let m = Self {
@@ -65,6 +77,7 @@ impl Metrics {
             messages_sent: Counter::default(),
             outbound_queue_depth: Gauge::default(),
             alerts_fired: Counter::default(),
+            role: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -113,16 +126,11 @@ impl Metrics {
             m.outbound_queue_depth.clone(),
         );
         registry.register("alerts_fired", "Price alerts fired", m.alerts_fired.clone());
-        let role_gauge: Family<RoleLabel, Gauge> = Family::default();
-        role_gauge
-            .get_or_create(&RoleLabel {
-                role: role.to_owned(),
-            })
-            .set(1);
+        m.set_role(role);
         registry.register(
             "role",
             "This instance's role (1 for the current one)",
-            role_gauge,
+            m.role.clone(),
         );
         let build: Family<BuildLabel, Gauge> = Family::default();
         build
@@ -181,5 +189,15 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_role_follows_the_lease() {
+        let m = Metrics::new("standby");
+        assert!(m.encode().contains("cryptobot_role{role=\"standby\"} 1"));
+        m.set_role("leader");
+        let text = m.encode();
+        assert!(text.contains("cryptobot_role{role=\"leader\"} 1"), "{text}");
+        assert!(!text.contains("standby"), "the old role is gone: {text}");
     }
 }

@@ -61,8 +61,31 @@ impl Fleet {
                 ("CRYPTOBOT_COORDINATION", "postgres"),
                 ("CRYPTOBOT_DATABASE_URL", &url),
                 ("CRYPTOBOT_LEASE_TTL", &ttl),
+                // No price source: /alert arms without one (refused at once, not a DNS wait).
+                ("CRYPTOBOT_PRICE_API_URL", "http://127.0.0.1:9"),
             ],
         )
+    }
+
+    /// `cryptobot lease <action>` on `host`, with the fleet's database: (exit code, stdout, stderr).
+    fn lease_command(&self, host: usize, action: &str) -> (Option<i32>, String, String) {
+        let mut cmd = self.hosts[host].command(&["lease", action]);
+        cmd.env("CRYPTOBOT_COORDINATION", "postgres")
+            .env("CRYPTOBOT_DATABASE_URL", self.pg.url())
+            .env("CRYPTOBOT_LEASE_TTL", TTL.to_string());
+        let (status, stdout, stderr) = support::run_command_to_end(cmd, T + T);
+        (status.code(), stdout, stderr)
+    }
+
+    /// Sends `text` from `chat` and waits for the reply that contains `expect`.
+    fn ask(&self, chat: i64, text: &str, expect: &str) -> String {
+        self.api.inject_message(self.id, chat, text);
+        self.api
+            .wait_for_sent(self.id, |m| m.chat_id == chat && m.text.contains(expect), T)
+            .unwrap_or_else(|e| {
+                panic!("{text:?} in chat {chat}: no reply containing {expect:?}: {e}")
+            })
+            .text
     }
 
     /// Sends /ping from a new chat and waits for its pong.
@@ -71,6 +94,28 @@ impl Fleet {
         self.api
             .wait_for_sent(self.id, |m| m.chat_id == chat, T)
             .unwrap_or_else(|e| panic!("no pong for chat {chat}: {e}"));
+    }
+
+    /// Waits until the shared outbox is empty: the leader has recorded every reply as sent. (A leader
+    /// frozen or killed between a send and that record has its successor send it again: delivery is
+    /// at least once, as after a crash on one host.)
+    fn wait_outbox_empty(&self) {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = self
+                .pg
+                .psql("SELECT count(*) FROM cryptobot_lease.outbox")
+                .unwrap_or_else(|e| panic!("psql: {e}"));
+            if left.trim() == "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the outbox still holds {} message(s) after {T:?}",
+                left.trim()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Nothing was handed out twice, no poll ever overlapped another.
@@ -218,6 +263,7 @@ fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
     let leader = leader_of(&[&bots[0], &bots[1]]);
     let standby = 1 - leader;
     fleet.ping(1);
+    fleet.wait_outbox_empty();
     bots[leader].signal(Signal::SIGSTOP);
     bots[standby].wait_for_stderr(LEADER, Duration::from_secs(TTL + 5));
     fleet.ping(2);
@@ -238,6 +284,90 @@ fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
     let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
     chats.sort_unstable();
     assert_eq!(chats, vec![1, 2, 3], "each update answered exactly once");
+}
+
+#[test]
+fn the_next_leader_sees_the_alerts_and_handled_updates_of_the_last() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    let set = fleet.ask(40, "/alert btc above 1000000", "Alert #");
+    fleet.wait_outbox_empty();
+    bots[leader].signal(Signal::SIGTERM);
+    assert_eq!(bots[leader].wait_exit(T).code(), Some(0));
+    bots[standby].wait_for_stderr(LEADER, T);
+    // The alert set through the old leader is listed by the new one, from the shared store.
+    let id = set
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('#'))
+        .and_then(|w| w.trim_end_matches(':').parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no alert id in {set:?}"));
+    let listed = fleet.ask(40, "/alerts", "BTC");
+    assert!(listed.contains(&format!("#{id}")), "{listed}");
+    fleet.assert_one_poller_nothing_twice();
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+}
+
+#[test]
+fn lease_release_makes_the_leader_hand_over_and_exit_to_come_back_as_a_standby() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    fleet.ping(1);
+    let (code, shown, _) = fleet.lease_command(standby, "show");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains(&format!("pid {}", bots[leader].pid())),
+        "{shown}"
+    );
+
+    // Both "hosts" share this machine's host name, so either may run it.
+    let (code, out, err) = fleet.lease_command(standby, "release");
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!("pid {}", bots[leader].pid())) && out.contains("released the lease"),
+        "{out}"
+    );
+    // The resigned leader stopped cleanly with the restart code; the standby leads.
+    assert_eq!(
+        bots[leader].wait_exit(T).code(),
+        Some(3),
+        "{}",
+        bots[leader].stderr()
+    );
+    assert!(
+        bots[leader]
+            .stderr()
+            .contains("released the PostgreSQL lease (cryptobot lease release)"),
+        "{}",
+        bots[leader].stderr()
+    );
+    bots[standby].wait_for_stderr(LEADER, T);
+    fleet.ping(2);
+    fleet.assert_one_poller_nothing_twice();
+    let (code, shown, _) = fleet.lease_command(leader, "show");
+    assert_eq!(code, Some(0));
+    assert!(
+        shown.contains(&format!("pid {}", bots[standby].pid())),
+        "{shown}"
+    );
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+    // Nobody leads now: release has nothing to do (exit 3, like show).
+    let (code, out, _) = fleet.lease_command(0, "release");
+    assert_eq!(code, Some(3), "{out}");
+    let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
+    chats.sort_unstable();
+    assert_eq!(chats, vec![1, 2]);
 }
 
 /// Not a test: the benchmark of issue 5 (`bench/lease` runs it; BENCHMARKS.md reports it). Clean

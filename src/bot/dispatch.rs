@@ -90,6 +90,11 @@ impl Dispatcher {
             .mark_handled(self.bot_id, id, &replies)
             .await
         {
+            if e.is_fenced() {
+                // Another host leads now (G2): it handles this update; the run is being stopped.
+                tracing::warn!(bot_id = self.bot_id, update_id = id, "{e}");
+                return Outcome::NotRecorded;
+            }
             attempts += 1;
             tracing::warn!(
                 bot_id = self.bot_id,

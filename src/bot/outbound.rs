@@ -6,6 +6,11 @@
 //! burst, 20/min per group — set a little below them so a client clock that runs ahead never meets a
 //! 429. A 429 pauses only its chat for `retry_after`; other chats go on. A 403 (the user blocked the
 //! bot) disables that chat's alerts. Per chat, messages leave in the order they were queued.
+//!
+//! Delivery is at least once: a message is deleted after Telegram took it, so a crash (or a leader
+//! frozen past its lease) between the two sends it again from the next process — the outbox is shared
+//! by every host with the PostgreSQL lease. With the lease, nothing is sent after the lease window
+//! closed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use teloxide::types::ChatId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::instance::lease_window::LeaseWindow;
 use crate::live_status::LiveStatus;
 use crate::store::{OutboxMessage, Store};
 use crate::telegram::client::Client;
@@ -130,6 +136,9 @@ pub struct Outbound {
     pub wake: Arc<Wake>,
     /// Where the queue depth, sends and errors are counted.
     pub status: Arc<LiveStatus>,
+    /// With the PostgreSQL lease: until when this process leads. Nothing is sent once it closed (a
+    /// leader frozen past its TTL sends nothing when it resumes: its successor owns the outbox now).
+    pub lease: Option<Arc<LeaseWindow>>,
 }
 
 impl Outbound {
@@ -232,6 +241,13 @@ impl Outbound {
                 continue;
             }
             let Some(i) = pick else { continue };
+            if self.lease.as_ref().is_some_and(|w| w.remaining().is_none()) {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    "the lease is lost: leaving the outbox to the next leader"
+                );
+                break;
+            }
             let message = queue[i].clone();
             global.take(now);
             self.chat(&mut chats, message.chat_id, now).bucket.take(now);

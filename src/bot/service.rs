@@ -169,7 +169,7 @@ impl<P: PriceSource> Service<P> {
         }
     }
 
-    fn storage_trouble(&self, e: &sqlx::Error) -> String {
+    fn storage_trouble(&self, e: &crate::store::Error) -> String {
         tracing::error!(bot_id = self.bot_id, "state store error: {e}");
         "Sorry, I could not reach my storage; try again in a moment.".to_owned()
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{self, Acquire, Holder, Lease};
+use super::lease::{self, Acquire, ControlRequest, Holder, Lease};
 use super::lease_window::LeaseWindow;
 use crate::config::DatabaseUrl;
 use crate::exit::{Code, Failure, Result};
@@ -28,11 +28,51 @@ pub struct Leadership {
     pub lease: Arc<Lease>,
     pub epoch: i64,
     pub window: Arc<LeaseWindow>,
-    /// Set when the lease was lost (not a clean stop).
-    pub lost: Arc<AtomicBool>,
+    /// How the leadership ended, for the exit code.
+    pub end: Arc<LeaseEnd>,
 }
 
-fn lease_failure(e: &lease::LeaseError) -> Failure {
+/// How a leadership ended, read when the run is over: lost (exit to come back as a standby, nothing
+/// confirmed), or handed over on an operator's request (a clean stop, then back as a standby).
+#[derive(Debug, Default)]
+pub struct LeaseEnd {
+    /// Set when the lease was lost (not a clean stop).
+    pub lost: AtomicBool,
+    /// Set when `cryptobot lease release|takeover` asked this leader to hand over.
+    pub handover: std::sync::Mutex<Option<ControlRequest>>,
+}
+
+impl LeaseEnd {
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    pub fn handover(&self) -> Option<ControlRequest> {
+        self.handover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// `cryptobot lease release|takeover` was obeyed: stopped cleanly and released the lease. The restart
+/// code makes systemd start this instance again, as a standby.
+pub fn handed_over(request: &ControlRequest) -> Failure {
+    let how = match request {
+        ControlRequest::Resign => {
+            "released the PostgreSQL lease (cryptobot lease release)".to_owned()
+        }
+        ControlRequest::Takeover { host } => {
+            format!("handed the PostgreSQL lease over to {host} (cryptobot lease takeover)")
+        }
+    };
+    Failure::new(
+        Code::Restart,
+        format!("{how}: stopped cleanly; systemd starts this instance again as a standby"),
+    )
+}
+
+pub(crate) fn lease_failure(e: &lease::LeaseError) -> Failure {
     match e {
         lease::LeaseError::Config { .. } => Failure::config(format!("{e}; fix the database URL")),
         // The database may come back: the unit restarts the service.
@@ -52,12 +92,12 @@ pub fn lease_lost() -> Failure {
     )
 }
 
-/// Connects, then waits as a standby until the lease is ours. `None` when stopped meanwhile. `lost` is
-/// the flag [`Leadership`] sets if the lease is lost later.
+/// Connects, then waits as a standby until the lease is ours. `None` when stopped meanwhile. `end` is
+/// where [`Leadership`] records how it ended.
 #[allow(clippy::too_many_arguments)] // one call, in app.rs; each argument is a distinct role
 pub async fn acquire(
     url: &DatabaseUrl,
-    lost: Arc<AtomicBool>,
+    end: Arc<LeaseEnd>,
     bot_id: u64,
     ttl: Duration,
     status: &LiveStatus,
@@ -70,6 +110,7 @@ pub async fn acquire(
         .map_err(|e| lease_failure(&e))?;
     let mut released = lease.listen().await.map_err(|e| lease_failure(&e))?;
     let mut announced = false;
+    status.metrics.set_role("standby");
     loop {
         // When the holder's lease expires, per the database (a crashed leader renews no more).
         let mut expiry: Option<Duration> = None;
@@ -82,6 +123,7 @@ pub async fn acquire(
         liveness.beat();
         match outcome {
             Ok(Acquire::Leader { epoch, .. }) => {
+                status.metrics.set_role("leader");
                 let window = Arc::new(LeaseWindow::new());
                 window.extend(asked, lease::renew_deadline(ttl));
                 tracing::info!(
@@ -93,7 +135,7 @@ pub async fn acquire(
                     lease: Arc::new(lease),
                     epoch,
                     window,
-                    lost,
+                    end,
                 }));
             }
             Ok(Acquire::Standby(holder)) => {
@@ -135,6 +177,19 @@ pub async fn acquire(
 }
 
 impl Leadership {
+    /// What to do the moment the lease is known to be lost (a renewal refused, or a fenced write of the
+    /// shared store refused): close the window (no further poll or batch), set `lost` (no offset
+    /// confirmation, exit with the restart code) and cancel the run (stops the singleton jobs).
+    pub fn on_lost(&self, cancel: CancellationToken) -> Arc<dyn Fn() + Send + Sync> {
+        let window = Arc::clone(&self.window);
+        let end = Arc::clone(&self.end);
+        Arc::new(move || {
+            window.lose();
+            end.lost.store(true, Ordering::SeqCst);
+            cancel.cancel();
+        })
+    }
+
     /// Renews every TTL/3 until `cancel`; on a lost lease closes the window, sets `lost` and cancels.
     pub fn spawn_renewer(
         &self,
@@ -143,7 +198,7 @@ impl Leadership {
     ) -> tokio::task::JoinHandle<()> {
         let lease = Arc::clone(&self.lease);
         let window = Arc::clone(&self.window);
-        let lost = Arc::clone(&self.lost);
+        let lose = self.on_lost(cancel.clone());
         let epoch = self.epoch;
         tokio::spawn(async move {
             let ttl = lease.ttl();
@@ -168,26 +223,79 @@ impl Leadership {
                     }
                     Err(e) => format!("no renewal within the renew deadline ({e})"),
                 };
-                window.lose();
-                lost.store(true, Ordering::SeqCst);
+                lose();
                 tracing::error!(
                     bot_id,
                     epoch,
                     "lost the PostgreSQL lease: {why}; stopping polling and the singleton jobs"
                 );
-                cancel.cancel();
                 return;
+            }
+        })
+    }
+
+    /// Listens for `cryptobot lease release|takeover` until `cancel`; on a request for this epoch it
+    /// records it in `end` and cancels the run: the clean stop drains, confirms the offset, then
+    /// [`Leadership::release`] releases the lease (reserved for the asking host on a takeover).
+    pub fn spawn_control_listener(
+        &self,
+        bot_id: u64,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let lease = Arc::clone(&self.lease);
+        let end = Arc::clone(&self.end);
+        let epoch = self.epoch;
+        tokio::spawn(async move {
+            let mut listener = None;
+            loop {
+                let attempt = async {
+                    let l = match &mut listener {
+                        Some(l) => l,
+                        None => listener.insert(lease.listen_control().await?),
+                    };
+                    l.next(epoch).await
+                };
+                let request = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = attempt => r,
+                };
+                match request {
+                    Ok(request) => {
+                        tracing::info!(
+                            bot_id,
+                            epoch,
+                            "asked to hand the lease over ({request:?}): stopping cleanly"
+                        );
+                        *end.handover
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request);
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(bot_id, "cannot listen for lease requests, retrying: {e}");
+                        listener = None;
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
             }
         })
     }
 
     /// A clean stop: give the lease up (NOTIFY wakes a standby), then close the pool.
     pub async fn release(&self) -> std::result::Result<(), String> {
-        let outcome = if self.lost.load(Ordering::SeqCst) {
+        let outcome = if self.end.is_lost() {
             Ok(())
         } else {
+            let to = match self.end.handover() {
+                Some(ControlRequest::Takeover { host }) => Some(host),
+                _ => None,
+            };
             self.lease
-                .release(self.epoch)
+                .release_to(self.epoch, to.as_deref())
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())
@@ -195,57 +303,4 @@ impl Leadership {
         self.lease.close().await;
         outcome
     }
-}
-
-/// `cryptobot lease show`: the lease as the database sees it; exit 0 when someone holds it, 3 when not.
-pub fn show(config: &crate::config::Config) -> Result<(String, u8)> {
-    let Some(url) = &config.database_url else {
-        return Err(Failure::config(
-            "no PostgreSQL lease: coordination is \"none\" (set coordination = \"postgres\" and the database URL)",
-        ));
-    };
-    let bot_id = config.token.bot_id();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::software(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
-        let lease = Lease::connect(
-            url.expose(),
-            bot_id,
-            config.settings.coordination.lease_ttl,
-            Holder::this_process(),
-        )
-        .await
-        .map_err(|e| lease_failure(&e))?;
-        let info = lease.show().await.map_err(|e| lease_failure(&e));
-        lease.close().await;
-        Ok(match info? {
-            None => (format!("bot {bot_id}: no lease yet (no instance has led)"), 3),
-            Some(info) => match info.expires_in() {
-                Some(left) => (
-                    format!(
-                        "bot {bot_id}: held by {} pid {} (instance {}), epoch {}, renewed {:.1} s ago, expires in {:.1} s",
-                        info.host,
-                        info.pid,
-                        info.instance,
-                        info.epoch,
-                        info.renewed_ago.as_secs_f64(),
-                        left.as_secs_f64()
-                    ),
-                    0,
-                ),
-                None => (
-                    format!(
-                        "bot {bot_id}: nobody holds it; last holder {} pid {}, epoch {}, expired {:.1} s ago",
-                        info.host,
-                        info.pid,
-                        info.epoch,
-                        info.expired_ago().unwrap_or_default().as_secs_f64()
-                    ),
-                    3,
-                ),
-            },
-        })
-    })
 }

@@ -80,15 +80,12 @@
 //! ([`Lease::query_timeout`]); a lost connection is an `Err`, never a panic, and the pool reconnects on the
 //! next call.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
@@ -105,36 +102,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The versioned migrations, in order. A new schema change is a new file and a new line here.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "lease",
-    include_str!("migrations/postgres/0001_lease.sql"),
-)];
-
-/// Hands sqlx the migrations compiled into the binary (as `store::sqlite` does).
-#[derive(Debug)]
-struct Embedded;
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "lease",
+        include_str!("migrations/postgres/0001_lease.sql"),
+    ),
+    (
+        2,
+        "shared state",
+        include_str!("migrations/postgres/0002_shared_state.sql"),
+    ),
+    (
+        3,
+        "handover",
+        include_str!("migrations/postgres/0003_handover.sql"),
+    ),
+];
 
 /// Serialises the creation of the schema between hosts starting at once (`CREATE SCHEMA IF NOT EXISTS`
 /// is not safe against itself). Any constant works; this one spells "cbleasec".
@@ -176,23 +160,56 @@ macro_rules! fence_cte {
 /// ```
 pub const FENCE_CTE: &str = fence_cte!();
 
+/// Whether the lease row `l` may be taken by the acquiring holder (`excluded`, TTL `$5`): it expired,
+/// and it is not reserved for another host by a takeover (a reservation lapses one TTL after expiry).
+macro_rules! free {
+    () => {
+        "(l.expires_at <= now() AND (l.handover_to IS NULL \
+              OR l.handover_to = excluded.holder_host \
+              OR l.expires_at <= now() - make_interval(secs => $5)))"
+    };
+}
+
+/// Whether the acquiring holder gets (or keeps) the row: it is free, or already this holder's.
+macro_rules! taken {
+    () => {
+        concat!(
+            "(",
+            free!(),
+            " OR l.holder_instance = excluded.holder_instance)"
+        )
+    };
+}
+
 const ACQUIRE_SQL: &str = concat!(
     "INSERT INTO cryptobot_lease.lease AS l \
         (bot_id, holder_host, holder_pid, holder_instance, epoch, acquired_at, renewed_at, expires_at) \
      VALUES ($1, $2, $3, $4, 1, now(), now(), now() + make_interval(secs => $5)) \
      ON CONFLICT (bot_id) DO UPDATE SET \
-        holder_host = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
-                           THEN excluded.holder_host ELSE l.holder_host END, \
-        holder_pid = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
-                          THEN excluded.holder_pid ELSE l.holder_pid END, \
-        holder_instance = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
-                               THEN excluded.holder_instance ELSE l.holder_instance END, \
-        epoch = CASE WHEN l.expires_at <= now() THEN l.epoch + 1 ELSE l.epoch END, \
-        acquired_at = CASE WHEN l.expires_at <= now() THEN now() ELSE l.acquired_at END, \
-        renewed_at = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
-                          THEN now() ELSE l.renewed_at END, \
-        expires_at = CASE WHEN l.expires_at <= now() OR l.holder_instance = excluded.holder_instance \
-                          THEN excluded.expires_at ELSE l.expires_at END \
+        holder_host = CASE WHEN ",
+    taken!(),
+    " THEN excluded.holder_host ELSE l.holder_host END, \
+        holder_pid = CASE WHEN ",
+    taken!(),
+    " THEN excluded.holder_pid ELSE l.holder_pid END, \
+        holder_instance = CASE WHEN ",
+    taken!(),
+    " THEN excluded.holder_instance ELSE l.holder_instance END, \
+        epoch = CASE WHEN ",
+    free!(),
+    " THEN l.epoch + 1 ELSE l.epoch END, \
+        acquired_at = CASE WHEN ",
+    free!(),
+    " THEN now() ELSE l.acquired_at END, \
+        renewed_at = CASE WHEN ",
+    taken!(),
+    " THEN now() ELSE l.renewed_at END, \
+        expires_at = CASE WHEN ",
+    taken!(),
+    " THEN excluded.expires_at ELSE l.expires_at END, \
+        handover_to = CASE WHEN ",
+    free!(),
+    " THEN NULL ELSE l.handover_to END \
      RETURNING ",
     info_columns!()
 );
@@ -203,7 +220,7 @@ const RENEW_SQL: &str = "UPDATE cryptobot_lease.lease \
      RETURNING (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint";
 
 const RELEASE_SQL: &str = "WITH released AS (\
-        UPDATE cryptobot_lease.lease SET expires_at = now() \
+        UPDATE cryptobot_lease.lease SET expires_at = now(), handover_to = $5 \
          WHERE bot_id = $1 AND epoch = $2 AND holder_instance = $3 AND expires_at > now() \
         RETURNING epoch) \
      SELECT epoch, pg_notify($4, epoch::text)::text FROM released";
@@ -531,6 +548,86 @@ impl fmt::Debug for Lease {
     }
 }
 
+/// The channel on which `cryptobot lease release|takeover` ask the leader of a bot to hand over.
+pub fn control_channel(bot_id: u64) -> String {
+    format!("cryptobot_lease_control_{bot_id}")
+}
+
+/// What an operator asks the leader (`NOTIFY` on [`control_channel`], payload `resign <epoch>` or
+/// `takeover <epoch> <host>`). A leader acts only on requests naming its own epoch, so a request
+/// meant for a predecessor is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// `cryptobot lease release`: stop cleanly and release the lease to whichever standby takes it.
+    Resign,
+    /// `cryptobot lease takeover` on `host`: stop cleanly and release the lease reserved for `host`.
+    Takeover { host: String },
+}
+
+impl ControlRequest {
+    fn payload(&self, epoch: i64) -> String {
+        match self {
+            ControlRequest::Resign => format!("resign {epoch}"),
+            ControlRequest::Takeover { host } => format!("takeover {epoch} {host}"),
+        }
+    }
+
+    /// The request in `payload`, if it is well formed and meant for the leader of `epoch`.
+    pub fn parse(payload: &str, epoch: i64) -> Option<Self> {
+        let mut words = payload.split(' ');
+        let kind = words.next()?;
+        let for_epoch: i64 = words.next()?.parse().ok()?;
+        if for_epoch != epoch {
+            return None;
+        }
+        match (kind, words.next(), words.next()) {
+            ("resign", None, _) => Some(ControlRequest::Resign),
+            ("takeover", Some(host), None) if !host.is_empty() => Some(ControlRequest::Takeover {
+                host: host.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A `LISTEN` on the bot's control channel (the leader's), reconnected when lost.
+pub struct ControlListener {
+    inner: PgListener,
+    redactor: Redactor,
+    target: String,
+}
+
+impl fmt::Debug for ControlListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlListener")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlListener {
+    /// Waits for the next request for the leader of `epoch` (others are ignored). A lost connection is
+    /// re-established by sqlx; an error is returned (the caller retries after a pause).
+    pub async fn next(&mut self, epoch: i64) -> Result<ControlRequest, LeaseError> {
+        loop {
+            match self.inner.recv().await {
+                Ok(n) => {
+                    if let Some(request) = ControlRequest::parse(n.payload(), epoch) {
+                        return Ok(request);
+                    }
+                }
+                Err(e) => {
+                    return Err(LeaseError::Connection {
+                        what: "listen",
+                        target: self.target.clone(),
+                        reason: self.redactor.clean(&e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// What a [`ReleaseListener`] woke up for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -746,6 +843,12 @@ impl Lease {
     /// Gives the lease of `epoch` up now if this holder still has it, and `NOTIFY`s the bot's channel in
     /// the same transaction. `false`: it was not ours any more (nothing changed, nothing notified).
     pub async fn release(&self, epoch: i64) -> Result<bool, LeaseError> {
+        self.release_to(epoch, None).await
+    }
+
+    /// [`Lease::release`], reserving the lease for the host `to` (a takeover asked from there) for one
+    /// TTL: other standbys cannot acquire it meanwhile. `None`: anyone may.
+    pub async fn release_to(&self, epoch: i64, to: Option<&str>) -> Result<bool, LeaseError> {
         let row: Option<(i64, Option<String>)> = self
             .bounded(
                 "release",
@@ -754,10 +857,49 @@ impl Lease {
                     .bind(epoch)
                     .bind(&self.me.instance)
                     .bind(channel(self.bot_id))
+                    .bind(to)
                     .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.is_some())
+    }
+
+    /// Sends `request` to the leader of `epoch` on the bot's control channel ([`control_channel`]);
+    /// it acts on it if it still holds that epoch (see [`ControlRequest`]).
+    pub async fn ask_leader(&self, epoch: i64, request: &ControlRequest) -> Result<(), LeaseError> {
+        let payload = request.payload(epoch);
+        self.bounded(
+            "notify",
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(control_channel(self.bot_id))
+                .bind(payload)
+                .execute(&self.pool),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `LISTEN`s on the bot's control channel on a connection of its own: what the leader hears
+    /// `cryptobot lease release|takeover` on.
+    pub async fn listen_control(&self) -> Result<ControlListener, LeaseError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(self.query_timeout.max(Duration::from_secs(1)))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(self.options.clone());
+        let listen = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&control_channel(self.bot_id)).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let inner = self.bounded("listen", listen).await?;
+        Ok(ControlListener {
+            inner,
+            redactor: self.redactor.clone(),
+            target: self.target.clone(),
+        })
     }
 
     /// The lease row of this bot, whoever holds it (`None`: never acquired).
@@ -815,6 +957,22 @@ impl Lease {
                 .fetch_optional(&self.pool),
         )
         .await
+    }
+
+    /// A pool for the shared state store (`store::postgres`): its own connection (so a long write never
+    /// delays a renewal), `search_path` set to [`SCHEMA`], where the state tables live beside the lease.
+    pub(crate) fn state_pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(self.query_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(self.options.clone().options([("search_path", SCHEMA)]))
+    }
+
+    /// `text` on one line with the URL's password replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.redactor.clean(text)
     }
 
     /// `LISTEN`s on [`channel`]`(bot_id)` on a connection of its own.
@@ -897,7 +1055,7 @@ async fn create_schema(conn: &mut PgConnection) -> Result<(), String> {
 /// Runs the embedded migrations (`pool`: one connection whose search_path is the schema, so sqlx's
 /// `_sqlx_migrations` lands there).
 async fn migrate(pool: &PgPool) -> Result<(), String> {
-    let migrator = Migrator::new(Embedded)
+    let migrator = Migrator::new(crate::store::EmbeddedMigrations(MIGRATIONS))
         .await
         .map_err(|e| format!("bad embedded migrations: {e}"))?;
     migrator.run(pool).await.map_err(|e| e.to_string())
@@ -909,6 +1067,35 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn control_requests_name_their_epoch_and_nothing_else_parses() {
+        let takeover = ControlRequest::Takeover {
+            host: "vps-2".into(),
+        };
+        for request in [ControlRequest::Resign, takeover.clone()] {
+            assert_eq!(
+                ControlRequest::parse(&request.payload(7), 7),
+                Some(request.clone())
+            );
+            assert_eq!(
+                ControlRequest::parse(&request.payload(7), 8),
+                None,
+                "another epoch"
+            );
+        }
+        for junk in [
+            "",
+            "resign",
+            "resign x",
+            "resign 7 extra",
+            "takeover 7",
+            "takeover 7 a b",
+            "stop 7",
+        ] {
+            assert_eq!(ControlRequest::parse(junk, 7), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn renew_every_third_and_stop_before_the_ttl() {

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod holder;
 pub mod leadership;
 pub mod lease;
+pub mod lease_commands;
 pub mod lease_window;
 pub mod status_file;
 

@@ -1,10 +1,227 @@
-//! State that outlives the process: the last handled update per bot (G4), later alerts and chat
-//! settings.
+//! State that outlives the process: the last handled update per bot (G4), the outbox, price alerts,
+//! per-chat settings and the webhook secret.
 //!
-//! The embedded default is SQLite in the state directory (`state.db`, created on first start, WAL
-//! journal). The schema is created and upgraded by versioned migrations embedded in the binary, so a
-//! package upgrade needs no manual step.
+//! Two backends behind one [`Store`], chosen by `coordination`:
+//! - `"none"` (the embedded default): SQLite in the state directory (`state.db`, created on first start,
+//!   WAL journal), [`sqlite::SqliteStore`];
+//! - `"postgres"`: the same state in PostgreSQL beside the lease, shared by every host, so the leader
+//!   after a handover sees what its predecessor handled, queued and armed ([`postgres::PgStore`]). Every
+//!   write there is fenced by the lease epoch (G2): a write of an instance that no longer holds the
+//!   lease is refused ([`Error::Fenced`]) and that instance stops leading at once.
+//!
+//! Both schemas are created and upgraded by versioned migrations embedded in the binary, so a package
+//! upgrade needs no manual step. The methods and their guarantees are the same on both: a handled
+//! update and its replies are recorded in one transaction, an alert fires and queues its message in
+//! one transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
-pub use sqlite::{AlertRow, NewAlert, OutboxMessage, Store};
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType};
+
+pub use postgres::PgStore;
+pub use sqlite::{AlertRow, NewAlert, OutboxMessage, SqliteStore};
+
+use crate::exit::Result as RunResult;
+
+/// Why a store call failed. One line; never contains a password.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// A fenced write of an instance that no longer holds the lease (G2).
+    #[error(
+        "write refused: this instance no longer holds the PostgreSQL lease of epoch {epoch} (another host leads now)"
+    )]
+    Fenced { epoch: i64 },
+}
+
+impl Error {
+    /// A successor holds the lease: retrying is pointless, stop leading.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The state store of this process: SQLite (one host) or PostgreSQL (shared, fenced).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! on_backend {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call.await.map_err(Error::from),
+            Store::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Store {
+    /// The embedded default: `<state dir>/state.db`.
+    pub async fn open_sqlite(state_dir: &Path) -> RunResult<Self> {
+        SqliteStore::open(state_dir).await.map(Store::Sqlite)
+    }
+
+    /// Where the state lives, for messages: `state database <path>` or `shared state in PostgreSQL <url>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => format!("state database {}", s.path().display()),
+            Store::Postgres(s) => format!("shared state in PostgreSQL {}", s.target()),
+        }
+    }
+
+    /// The last update of `bot_id` whose handler finished, if any.
+    pub async fn last_handled(&self, bot_id: u64) -> Result<Option<i64>> {
+        on_backend!(self, s => s.last_handled(bot_id))
+    }
+
+    /// Records that the handler of `update_id` finished and queues its replies, in one transaction:
+    /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update).
+    pub async fn mark_handled(
+        &self,
+        bot_id: u64,
+        update_id: i64,
+        replies: &[(i64, String)],
+    ) -> Result<()> {
+        on_backend!(self, s => s.mark_handled(bot_id, update_id, replies))
+    }
+
+    /// The webhook secret generated for `bot_id` earlier, if any.
+    pub async fn webhook_secret(&self, bot_id: u64) -> Result<Option<String>> {
+        on_backend!(self, s => s.webhook_secret(bot_id))
+    }
+
+    /// Keeps a generated webhook secret for `bot_id`.
+    pub async fn save_webhook_secret(&self, bot_id: u64, secret: &str) -> Result<()> {
+        on_backend!(self, s => s.save_webhook_secret(bot_id, secret))
+    }
+
+    /// The URL this bot last gave `setWebhook` (`None`: it set none, or deleted it since).
+    pub async fn webhook_url(&self, bot_id: u64) -> Result<Option<String>> {
+        on_backend!(self, s => s.webhook_url(bot_id))
+    }
+
+    /// Records the URL given to `setWebhook`, or (`None`) that the webhook was deleted.
+    pub async fn set_webhook_url(&self, bot_id: u64, url: Option<&str>) -> Result<()> {
+        on_backend!(self, s => s.set_webhook_url(bot_id, url))
+    }
+
+    /// Messages waiting to be sent with an id above `after_id`, oldest first.
+    pub async fn outbox(
+        &self,
+        bot_id: u64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>> {
+        on_backend!(self, s => s.outbox(bot_id, after_id, limit))
+    }
+
+    /// Telegram accepted (or definitively refused) the message.
+    pub async fn outbox_done(&self, id: i64) -> Result<()> {
+        on_backend!(self, s => s.outbox_done(id))
+    }
+
+    /// Number of messages waiting.
+    pub async fn outbox_len(&self, bot_id: u64) -> Result<i64> {
+        on_backend!(self, s => s.outbox_len(bot_id))
+    }
+
+    /// Adds an alert unless the chat already has `cap`; returns its id, or `None` at the cap.
+    pub async fn add_alert(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+        alert: &NewAlert<'_>,
+        cap: i64,
+    ) -> Result<Option<i64>> {
+        on_backend!(self, s => s.add_alert(bot_id, chat_id, alert, cap))
+    }
+
+    /// The alerts of one chat, oldest first.
+    pub async fn chat_alerts(&self, bot_id: u64, chat_id: i64) -> Result<Vec<AlertRow>> {
+        on_backend!(self, s => s.chat_alerts(bot_id, chat_id))
+    }
+
+    /// Deletes alert `id` of `chat_id`; false when there is no such alert in that chat.
+    pub async fn delete_alert(&self, bot_id: u64, chat_id: i64, id: i64) -> Result<bool> {
+        on_backend!(self, s => s.delete_alert(bot_id, chat_id, id))
+    }
+
+    /// Every alert of chats that have not blocked the bot.
+    pub async fn live_alerts(&self, bot_id: u64) -> Result<Vec<AlertRow>> {
+        on_backend!(self, s => s.live_alerts(bot_id))
+    }
+
+    /// Fires alert `id`: disarms it and queues `message`, in one transaction. False when it was already
+    /// disarmed or deleted meanwhile (then nothing is queued: never twice per crossing).
+    pub async fn fire_alert(
+        &self,
+        bot_id: u64,
+        id: i64,
+        chat_id: i64,
+        message: &str,
+    ) -> Result<bool> {
+        on_backend!(self, s => s.fire_alert(bot_id, id, chat_id, message))
+    }
+
+    /// Re-arms alert `id` (the price is back on the other side of its threshold).
+    pub async fn rearm_alert(&self, id: i64) -> Result<()> {
+        on_backend!(self, s => s.rearm_alert(id))
+    }
+
+    /// The user blocked the bot (403): no more alerts to that chat until it writes again.
+    pub async fn disable_chat_alerts(&self, bot_id: u64, chat_id: i64) -> Result<()> {
+        on_backend!(self, s => s.disable_chat_alerts(bot_id, chat_id))
+    }
+
+    /// Closes the pool, waiting for the last write to finish.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Hands sqlx migrations compiled into the binary, as `(version, description, sql)` in order (sqlx's
+/// own `migrate!` needs its macros crate, which we do not build for this one use). Shared by the SQLite
+/// store and the PostgreSQL lease schema.
+#[derive(Debug)]
+pub struct EmbeddedMigrations(pub &'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<Migration>, BoxDynError>> + Send + 's>>
+    {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}

@@ -1,14 +1,10 @@
 //! The SQLite store (sqlx): opened once at start, one small pool, migrations embedded in the binary.
 
-use std::borrow::Cow;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -39,33 +35,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0004_webhook.sql"),
     ),
 ];
-
-/// Hands sqlx the migrations compiled into the binary (sqlx's own `migrate!` needs its macros crate,
-/// which we do not build for this one use).
-#[derive(Debug)]
-struct Embedded;
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<Migration>, BoxDynError>> + Send + 's>>
-    {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
 
 fn now_ms() -> i64 {
     unix_now().as_millis() as i64
@@ -107,7 +76,7 @@ pub struct NewAlert<'a> {
     pub armed: bool,
 }
 
-const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count FROM alerts";
+pub(crate) const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count FROM alerts";
 
 /// A stored alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,7 +92,7 @@ pub struct AlertRow {
     pub fired_count: i64,
 }
 
-type AlertTuple = (i64, i64, String, String, String, String, String, bool, i64);
+pub(crate) type AlertTuple = (i64, i64, String, String, String, String, String, bool, i64);
 
 impl From<AlertTuple> for AlertRow {
     fn from(
@@ -143,14 +112,14 @@ impl From<AlertTuple> for AlertRow {
     }
 }
 
-/// The state store.
+/// The SQLite state store (`coordination = "none"`).
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) `<state dir>/state.db` and brings its schema up to date.
     pub async fn open(state_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
@@ -180,7 +149,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| fail("cannot open it", &e))?;
-        let migrator = Migrator::new(Embedded)
+        let migrator = Migrator::new(crate::store::EmbeddedMigrations(MIGRATIONS))
             .await
             .map_err(|e| fail("bad embedded migrations", &e))?;
         migrator
@@ -490,7 +459,7 @@ mod tests {
     async fn created_on_first_open_and_keeps_the_highest_handled_id() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("nested/state");
-        let store = Store::open(&state).await.unwrap();
+        let store = SqliteStore::open(&state).await.unwrap();
         assert_eq!(store.last_handled(7).await.unwrap(), None);
         store.mark_handled(7, 10, &[(1, "a".into())]).await.unwrap();
         store.mark_handled(7, 9, &[]).await.unwrap();
@@ -498,7 +467,7 @@ mod tests {
         assert_eq!(store.outbox(7, 0, 10).await.unwrap().len(), 1);
         store.close().await;
         // Reopening runs the migrations again: a no-op on an up-to-date schema.
-        let store = Store::open(&state).await.unwrap();
+        let store = SqliteStore::open(&state).await.unwrap();
         assert_eq!(store.last_handled(7).await.unwrap(), Some(10));
         assert_eq!(store.last_handled(8).await.unwrap(), Some(1));
     }
@@ -507,7 +476,7 @@ mod tests {
     #[tokio::test]
     async fn outbox_reads_use_the_bot_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         for sql in [
             "SELECT id, chat_id, text FROM outbox WHERE bot_id = 1 AND id > 0 ORDER BY id LIMIT 10",
             "SELECT count(*) FROM outbox WHERE bot_id = 1",
@@ -532,7 +501,7 @@ mod tests {
     #[tokio::test]
     async fn webhook_secret_and_url_are_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         assert_eq!(store.webhook_secret(1).await.unwrap(), None);
         store.save_webhook_secret(1, "s").await.unwrap();
         store
@@ -551,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
-        let err = Store::open(&file.join("sub")).await.unwrap_err();
+        let err = SqliteStore::open(&file.join("sub")).await.unwrap_err();
         assert_eq!(err.code, crate::exit::Code::Config);
     }
 }

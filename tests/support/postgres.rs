@@ -163,11 +163,14 @@ impl TempPostgres {
         if !last_error.is_empty() {
             return Err(last_error);
         }
-        pg.psql(&format!(
-            "CREATE ROLE {ROLE} LOGIN PASSWORD '{}'",
-            pg.password
-        ))?;
-        pg.psql(&format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"))?;
+        pg.psql_in(
+            "postgres",
+            &format!("CREATE ROLE {ROLE} LOGIN PASSWORD '{}'", pg.password),
+        )?;
+        pg.psql_in(
+            "postgres",
+            &format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"),
+        )?;
         Ok(pg)
     }
 
@@ -251,14 +254,20 @@ impl TempPostgres {
             .unwrap_or_else(|_| panic!("pg_terminate_backend: unexpected answer {out:?}"))
     }
 
-    /// Runs `sql` as the superuser over the unix socket (psql, unaligned, tuples only); its output.
+    /// Runs `sql` as the superuser in the bot's database over the unix socket (psql, unaligned, tuples
+    /// only); its output.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in(DATABASE, sql)
+    }
+
+    /// [`TempPostgres::psql`] in `database`.
+    fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         let out_file = self.dir().join("psql.out");
         let mut cmd = Command::new(self.client_tool("psql"));
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d"])
-            .arg("postgres")
+            .arg(database)
             .arg("-c")
             .arg(sql);
         run_bounded(cmd, &out_file, COMMAND_TIMEOUT).map_err(|e| format!("psql {sql:?}: {e}"))?;

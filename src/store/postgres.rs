@@ -1,0 +1,442 @@
+//! The shared state store (`coordination = "postgres"`): the SQLite store's tables, in PostgreSQL beside
+//! the lease (schema `cryptobot_lease`, migration `0002_shared_state.sql`), so whichever host leads
+//! sees the offset, the handled updates, the outbox and the alerts of its predecessors.
+//!
+//! Guarantees:
+//! - **Fenced writes (G2).** Every write is a transaction that first share-locks the lease row *if and
+//!   only if* this instance holds the current, unexpired epoch ([`FENCE_SQL`], the same condition as
+//!   `instance::lease::FENCE_CTE`). An acquisition must lock that row exclusively to bump the epoch, so
+//!   every write of epoch N commits before epoch N+1 exists and none after. A refused write returns
+//!   [`Error::Fenced`] and calls `on_fenced` (the leadership's "lease lost": stop polling, stop the
+//!   singleton jobs, exit to come back as a standby) — a leader paused past its TTL that resumes
+//!   cannot write, and stops the moment it tries.
+//! - The same transactions as the SQLite store: an update is recorded with its replies, an alert fires
+//!   with its message, or neither.
+//! - One connection of its own (writes are serialised as on SQLite, so outbox ids become visible in
+//!   order, which the outbound queue's `id > last` scan relies on), separate from the lease's renewals.
+//!   Every call is bounded (twice the lease's query timeout); errors never contain the URL's password.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Transaction};
+
+use super::sqlite::{ALERT_COLUMNS, AlertTuple};
+use super::{AlertRow, Error, NewAlert, OutboxMessage, Result};
+use crate::instance::lease::Lease;
+
+/// Locks the lease row for share when `$2` is the current, unexpired epoch of bot `$1` held by the
+/// instance `$3`; no row otherwise (a successor exists, or the lease expired): the write is refused.
+const FENCE_SQL: &str = "SELECT epoch FROM cryptobot_lease.lease \
+     WHERE bot_id = $1 AND epoch = $2 AND holder_instance = $3 AND expires_at > now() FOR SHARE";
+
+/// The shared store of one leader (one epoch).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    lease: Arc<Lease>,
+    epoch: i64,
+    on_fenced: Arc<dyn Fn() + Send + Sync>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.lease.target())
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// The store of the leader holding `epoch` of `lease`. `on_fenced` runs when a write is refused.
+    pub fn new(lease: Arc<Lease>, epoch: i64, on_fenced: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            pool: lease.state_pool(),
+            timeout: lease.query_timeout() * 2,
+            lease,
+            epoch,
+            on_fenced,
+        }
+    }
+
+    /// The database URL, password as `***`.
+    pub fn target(&self) -> &str {
+        self.lease.target()
+    }
+
+    fn bot(&self) -> i64 {
+        self.lease.bot_id() as i64
+    }
+
+    fn fail(&self, e: sqlx::Error) -> Error {
+        Error::Postgres(self.lease.redact(&e.to_string()))
+    }
+
+    /// Runs `fut` within the bound.
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Postgres(format!(
+                "{}: no answer within {:?}",
+                self.lease.target(),
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Begins a write: the transaction holds the fence (a share lock on our lease row) until it ends.
+    async fn begin_fenced(&self) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+        let held: Option<i64> = sqlx::query_scalar(FENCE_SQL)
+            .bind(self.bot())
+            .bind(self.epoch)
+            .bind(&self.lease.holder().instance)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if held.is_none() {
+            drop(tx); // rolled back
+            tracing::error!(
+                bot_id = self.lease.bot_id(),
+                epoch = self.epoch,
+                "a shared-state write was refused: this instance no longer holds the lease"
+            );
+            (self.on_fenced)();
+            return Err(Error::Fenced { epoch: self.epoch });
+        }
+        Ok(tx)
+    }
+
+    async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<()> {
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    pub async fn last_handled(&self, bot_id: u64) -> Result<Option<i64>> {
+        self.bounded(async {
+            sqlx::query_scalar("SELECT last_handled_update FROM bot_state WHERE bot_id = $1")
+                .bind(bot_id as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    pub async fn mark_handled(
+        &self,
+        bot_id: u64,
+        update_id: i64,
+        replies: &[(i64, String)],
+    ) -> Result<()> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            if !replies.is_empty() {
+                let chats: Vec<i64> = replies.iter().map(|(c, _)| *c).collect();
+                let texts: Vec<&str> = replies.iter().map(|(_, t)| t.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
+                     SELECT $1, r.chat_id, r.text, $2, now()
+                       FROM unnest($3::bigint[], $4::text[]) WITH ORDINALITY AS r(chat_id, text, n)
+                      ORDER BY r.n",
+                )
+                .bind(bot_id as i64)
+                .bind(self.epoch)
+                .bind(&chats)
+                .bind(&texts)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+            }
+            sqlx::query(
+                "INSERT INTO bot_state (bot_id, last_handled_update, epoch, updated_at)
+                 VALUES ($1, $2, $3, now())
+                 ON CONFLICT (bot_id) DO UPDATE SET
+                     last_handled_update = greatest(bot_state.last_handled_update,
+                                                    excluded.last_handled_update),
+                     epoch = excluded.epoch, updated_at = excluded.updated_at",
+            )
+            .bind(bot_id as i64)
+            .bind(update_id)
+            .bind(self.epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            self.commit(tx).await
+        })
+        .await
+    }
+
+    pub async fn webhook_secret(&self, bot_id: u64) -> Result<Option<String>> {
+        self.bounded(async {
+            sqlx::query_scalar::<_, Option<String>>("SELECT secret FROM webhook WHERE bot_id = $1")
+                .bind(bot_id as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map(Option::flatten)
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    pub async fn save_webhook_secret(&self, bot_id: u64, secret: &str) -> Result<()> {
+        self.write(
+            sqlx::query(
+                "INSERT INTO webhook (bot_id, secret, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (bot_id) DO UPDATE SET secret = excluded.secret,
+                     updated_at = excluded.updated_at",
+            )
+            .bind(bot_id as i64)
+            .bind(secret.to_owned()),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn webhook_url(&self, bot_id: u64) -> Result<Option<String>> {
+        self.bounded(async {
+            sqlx::query_scalar::<_, Option<String>>("SELECT url FROM webhook WHERE bot_id = $1")
+                .bind(bot_id as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map(Option::flatten)
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    pub async fn set_webhook_url(&self, bot_id: u64, url: Option<&str>) -> Result<()> {
+        self.write(
+            sqlx::query(
+                "INSERT INTO webhook (bot_id, url, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (bot_id) DO UPDATE SET url = excluded.url,
+                     updated_at = excluded.updated_at",
+            )
+            .bind(bot_id as i64)
+            .bind(url.map(str::to_owned)),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn outbox(
+        &self,
+        bot_id: u64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>> {
+        self.bounded(async {
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                "SELECT id, chat_id, text FROM outbox WHERE bot_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(bot_id as i64)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, chat_id, text)| OutboxMessage { id, chat_id, text })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn outbox_done(&self, id: i64) -> Result<()> {
+        self.write(
+            sqlx::query("DELETE FROM outbox WHERE id = $1 AND bot_id = $2")
+                .bind(id)
+                .bind(self.bot()),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn outbox_len(&self, bot_id: u64) -> Result<i64> {
+        self.bounded(async {
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE bot_id = $1")
+                .bind(bot_id as i64)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    pub async fn add_alert(
+        &self,
+        bot_id: u64,
+        chat_id: i64,
+        alert: &NewAlert<'_>,
+        cap: i64,
+    ) -> Result<Option<i64>> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            let count: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM alerts WHERE bot_id = $1 AND chat_id = $2")
+                    .bind(bot_id as i64)
+                    .bind(chat_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            if count >= cap {
+                return Ok(None);
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) RETURNING id",
+            )
+            .bind(bot_id as i64)
+            .bind(chat_id)
+            .bind(alert.symbol)
+            .bind(alert.coin_id)
+            .bind(alert.currency)
+            .bind(alert.direction)
+            .bind(alert.threshold)
+            .bind(alert.armed)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            // A user who writes to the bot again has unblocked it: alerts flow again.
+            sqlx::query(
+                "INSERT INTO chats (bot_id, chat_id, alerts_disabled) VALUES ($1, $2, false)
+                 ON CONFLICT (bot_id, chat_id) DO UPDATE SET alerts_disabled = false",
+            )
+            .bind(bot_id as i64)
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            self.commit(tx).await?;
+            Ok(Some(id))
+        })
+        .await
+    }
+
+    pub async fn chat_alerts(&self, bot_id: u64, chat_id: i64) -> Result<Vec<AlertRow>> {
+        self.bounded(async {
+            let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+                "{ALERT_COLUMNS} WHERE bot_id = $1 AND chat_id = $2 ORDER BY id"
+            ))
+            .bind(bot_id as i64)
+            .bind(chat_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+            Ok(rows.into_iter().map(AlertRow::from).collect())
+        })
+        .await
+    }
+
+    pub async fn delete_alert(&self, bot_id: u64, chat_id: i64, id: i64) -> Result<bool> {
+        let deleted = self
+            .write(
+                sqlx::query("DELETE FROM alerts WHERE bot_id = $1 AND chat_id = $2 AND id = $3")
+                    .bind(bot_id as i64)
+                    .bind(chat_id)
+                    .bind(id),
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    pub async fn live_alerts(&self, bot_id: u64) -> Result<Vec<AlertRow>> {
+        self.bounded(async {
+            let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+                "{ALERT_COLUMNS} WHERE bot_id = $1 AND chat_id NOT IN
+                 (SELECT chat_id FROM chats WHERE bot_id = $1 AND alerts_disabled) ORDER BY id"
+            ))
+            .bind(bot_id as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+            Ok(rows.into_iter().map(AlertRow::from).collect())
+        })
+        .await
+    }
+
+    pub async fn fire_alert(
+        &self,
+        bot_id: u64,
+        id: i64,
+        chat_id: i64,
+        message: &str,
+    ) -> Result<bool> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            let done = sqlx::query(
+                "UPDATE alerts SET armed = false, fired_count = fired_count + 1, last_fired_at = now()
+                 WHERE id = $1 AND bot_id = $2 AND armed",
+            )
+            .bind(id)
+            .bind(bot_id as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            if done.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
+                 VALUES ($1, $2, $3, $4, now())",
+            )
+            .bind(bot_id as i64)
+            .bind(chat_id)
+            .bind(message)
+            .bind(self.epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            self.commit(tx).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn rearm_alert(&self, id: i64) -> Result<()> {
+        self.write(
+            sqlx::query("UPDATE alerts SET armed = true WHERE id = $1 AND bot_id = $2")
+                .bind(id)
+                .bind(self.bot()),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn disable_chat_alerts(&self, bot_id: u64, chat_id: i64) -> Result<()> {
+        self.write(
+            sqlx::query(
+                "INSERT INTO chats (bot_id, chat_id, alerts_disabled) VALUES ($1, $2, true)
+                 ON CONFLICT (bot_id, chat_id) DO UPDATE SET alerts_disabled = true",
+            )
+            .bind(bot_id as i64)
+            .bind(chat_id),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One fenced statement in its own transaction; the number of rows it touched.
+    async fn write(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            let done = query.execute(&mut *tx).await.map_err(|e| self.fail(e))?;
+            self.commit(tx).await?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    /// Closes the pool (the lease's own pool is closed by the leadership). Bounded.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(self.timeout, self.pool.close()).await;
+    }
+}
