@@ -370,6 +370,56 @@ fn lease_release_makes_the_leader_hand_over_and_exit_to_come_back_as_a_standby()
     assert_eq!(chats, vec![1, 2]);
 }
 
+#[test]
+fn leader_connections_killed_and_postgres_restarted_never_two_pollers_and_leadership_settles() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    fleet.ping(1);
+
+    // Every connection of the leader (lease, shared store, listeners) is terminated: the pools
+    // reconnect, the lease is still valid, the leader keeps leading.
+    let name = format!(
+        "cryptobot-lease {} pid {}",
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        bots[leader].pid()
+    );
+    assert!(
+        fleet.pg.terminate_backends_of(&name) > 0,
+        "no session named {name:?}"
+    );
+    fleet.ping(2);
+
+    // The whole server restarts (every session ends). Whether the leader renews in time or exits
+    // (code 3) and the standby takes over, one instance answers again, and never two poll at once.
+    fleet.pg.restart();
+    fleet.ping(3);
+    fleet.ping(4);
+    fleet.assert_one_poller_nothing_twice();
+    for bot in &mut bots {
+        bot.signal(Signal::SIGTERM);
+    }
+    for bot in &mut bots {
+        let code = bot.wait_exit(T).code();
+        assert!(
+            matches!(code, Some(0 | 3)),
+            "exit {code:?}: {}",
+            bot.stderr()
+        );
+        assert!(
+            !bot.stderr().contains(fleet.pg.password()),
+            "the database password leaked"
+        );
+    }
+    let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
+    chats.sort_unstable();
+    chats.dedup();
+    assert_eq!(chats, vec![1, 2, 3, 4], "every update answered");
+}
+
 /// Not a test: the benchmark of issue 5 (`bench/lease` runs it; BENCHMARKS.md reports it). Clean
 /// handover (leader SIGTERM → the standby says it leads) and crash takeover (leader SIGKILL → the same),
 /// BENCH_ROUNDS rounds each (default 20) with a BENCH_LEASE_TTL-second lease (default 5). Prints the
