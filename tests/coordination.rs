@@ -8,12 +8,13 @@
 
 mod support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_bot_api::FakeBotApi;
 use nix::sys::signal::Signal;
 use support::postgres::TempPostgres;
-use support::{BotProcess, Host, NotifySocket, assert_no_token, random_token};
+use support::{BotProcess, Host, NotifySocket, assert_no_token, random_token, run_command_to_end};
 
 const T: Duration = Duration::from_secs(20);
 const TTL: u64 = 4;
@@ -61,10 +62,40 @@ impl Fleet {
                 ("CRYPTOBOT_COORDINATION", "postgres"),
                 ("CRYPTOBOT_DATABASE_URL", &url),
                 ("CRYPTOBOT_LEASE_TTL", &ttl),
-                // No price source: /alert arms without one (refused at once, not a DNS wait).
-                ("CRYPTOBOT_PRICE_API_URL", "http://127.0.0.1:9"),
             ],
         )
+    }
+
+    /// `cryptobot ARGS` of `host` in a UTS namespace of its own whose host name is `name` (root
+    /// only): the lease names holders by host name, and every test host shares this machine's.
+    fn named_host_command(&self, host: usize, name: &str, args: &[&str]) -> Command {
+        let inner =
+            self.hosts[host].shell_command(r#"hostname "$CB_HOSTNAME" && exec "$0" "$@""#, args);
+        let mut cmd = Command::new("unshare");
+        cmd.env_clear()
+            .arg("--uts")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null());
+        for (key, value) in inner.get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env("CB_HOSTNAME", name)
+            .env("CRYPTOBOT_COORDINATION", "postgres")
+            .env("CRYPTOBOT_DATABASE_URL", self.pg.url())
+            .env("CRYPTOBOT_LEASE_TTL", TTL.to_string());
+        cmd
+    }
+
+    /// `cryptobot run` of `host` under the host name `name` (see [`Fleet::named_host_command`]).
+    fn spawn_named(&self, host: usize, name: &str, notify: &NotifySocket) -> BotProcess {
+        let mut cmd = self.named_host_command(host, name, &["run"]);
+        cmd.env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        BotProcess::adopt(cmd.spawn().expect("spawn unshare … cryptobot run"))
     }
 
     /// `cryptobot lease <action>` on `host`, with the fleet's database: (exit code, stdout, stderr).
@@ -418,6 +449,111 @@ fn leader_connections_killed_and_postgres_restarted_never_two_pollers_and_leader
     chats.sort_unstable();
     chats.dedup();
     assert_eq!(chats, vec![1, 2, 3, 4], "every update answered");
+}
+
+/// Root is needed for the UTS namespaces that give each test host its own host name.
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root (unshare --uts) and CI=true forbids skipping"
+    );
+    println!("SKIPPED: {test}: needs root to give each host its own host name (unshare --uts)");
+    false
+}
+
+#[test]
+fn lease_takeover_hands_over_to_the_asking_host_and_not_to_another_standby() {
+    if !root_or_skip("lease_takeover") {
+        return;
+    }
+    let fleet = Fleet::new(postgres_or_skip!(), 3);
+    let names = ["vps-a", "vps-b", "vps-c"];
+    let notifies = [
+        NotifySocket::new(),
+        NotifySocket::new(),
+        NotifySocket::new(),
+    ];
+    let mut bots: Vec<BotProcess> = (0..3)
+        .map(|i| fleet.spawn_named(i, names[i], &notifies[i]))
+        .collect();
+    for n in &notifies {
+        n.wait_for("READY=1", T);
+    }
+    let refs: Vec<&BotProcess> = bots.iter().collect();
+    let leader = leader_of(&refs);
+    let target = (leader + 2) % 3; // one of the two standbys
+    let other = 3 - leader - target;
+    fleet.ping(1);
+
+    // `lease release` on a host that does not lead: refused, nothing changes.
+    let (code, out, err) = run_command_to_end(
+        fleet.named_host_command(target, names[target], &["lease", "release"]),
+        T,
+    );
+    assert_eq!(code.code(), Some(1), "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains(&format!(
+            "held by {} pid {}",
+            names[leader],
+            bots[leader].pid()
+        )) && err.contains("cryptobot lease takeover"),
+        "{err}"
+    );
+
+    let (code, out, err) = run_command_to_end(
+        fleet.named_host_command(target, names[target], &["lease", "takeover"]),
+        T + T,
+    );
+    assert_eq!(code.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!(
+            "taken over from {} pid {}",
+            names[leader],
+            bots[leader].pid()
+        )) && out.contains(&format!(
+            "by this host: {} pid {}",
+            names[target],
+            bots[target].pid()
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        bots[leader].wait_exit(T).code(),
+        Some(3),
+        "{}",
+        bots[leader].stderr()
+    );
+    assert!(
+        bots[leader].stderr().contains(&format!(
+            "handed the PostgreSQL lease over to {}",
+            names[target]
+        )),
+        "{}",
+        bots[leader].stderr()
+    );
+    bots[target].wait_for_stderr(LEADER, T);
+    fleet.ping(2);
+    assert!(
+        !bots[other].stderr().contains(LEADER),
+        "the lease was reserved for {}, yet {} took it",
+        names[target],
+        names[other]
+    );
+    // Asked again on the host that leads now: nothing to do.
+    let (code, out, _) = run_command_to_end(
+        fleet.named_host_command(target, names[target], &["lease", "takeover"]),
+        T,
+    );
+    assert_eq!(code.code(), Some(0));
+    assert!(out.contains("leads already"), "{out}");
+    fleet.assert_one_poller_nothing_twice();
+    for i in [target, other] {
+        bots[i].signal(Signal::SIGTERM);
+        assert_eq!(bots[i].wait_exit(T).code(), Some(0), "{}", bots[i].stderr());
+    }
 }
 
 /// Not a test: the benchmark of issue 5 (`bench/lease` runs it; BENCHMARKS.md reports it). Clean
