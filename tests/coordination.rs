@@ -100,7 +100,12 @@ impl Fleet {
 
     /// `cryptobot lease <action>` on `host`, with the fleet's database: (exit code, stdout, stderr).
     fn lease_command(&self, host: usize, action: &str) -> (Option<i32>, String, String) {
-        let mut cmd = self.hosts[host].command(&["lease", action]);
+        self.coordinated_command(host, &["lease", action])
+    }
+
+    /// `cryptobot ARGS` on `host`, with the fleet's database: (exit code, stdout, stderr).
+    fn coordinated_command(&self, host: usize, args: &[&str]) -> (Option<i32>, String, String) {
+        let mut cmd = self.hosts[host].command(args);
         cmd.env("CRYPTOBOT_COORDINATION", "postgres")
             .env("CRYPTOBOT_DATABASE_URL", self.pg.url())
             .env("CRYPTOBOT_LEASE_TTL", TTL.to_string());
@@ -360,6 +365,16 @@ fn lease_release_makes_the_leader_hand_over_and_exit_to_come_back_as_a_standby()
         shown.contains(&format!("pid {}", bots[leader].pid())),
         "{shown}"
     );
+
+    // `status` on the standby's host names its own instance and the leader; `doctor` the lease too.
+    let (_, status, _) = fleet.coordinated_command(standby, &["status"]);
+    let held = format!("PostgreSQL lease: bot {}: held by", fleet.id);
+    assert!(
+        status.contains(&held) && status.contains(&format!("pid {}", bots[leader].pid())),
+        "{status}"
+    );
+    let (_, doctor, _) = fleet.coordinated_command(standby, &["doctor"]);
+    assert!(doctor.contains(&held), "{doctor}");
 
     // Both "hosts" share this machine's host name, so either may run it.
     let (code, out, err) = fleet.lease_command(standby, "release");
