@@ -668,3 +668,51 @@ async fn unusable_urls_fail_in_one_line_without_the_password() {
     .expect_err("a zero TTL");
     assert!(matches!(e, LeaseError::Config { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_configured_ca_and_a_wrong_one_fails_in_one_line() {
+    let pg = postgres_or_skip!();
+    let plain = pg.url();
+    let bot = 91;
+    // The server has no TLS yet: a URL that requires it is refused, in one line.
+    let e = Lease::connect(
+        &format!("{plain}?sslmode=require"),
+        bot,
+        LONG_TTL,
+        holder("h"),
+    )
+    .await
+    .unwrap_err();
+    assert_redacted(&e, pg.password());
+
+    let ca = pg.enable_tls();
+    let url = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let a = contender(&url, bot, LONG_TTL, "host-a").await;
+    assert_eq!(leader_epoch(&a.try_acquire().await, "a"), 1);
+    // The server confirms the session is encrypted.
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(encrypted, "sslmode=verify-full gave an unencrypted session");
+    conn.close().await.unwrap();
+    a.close().await;
+
+    // A CA that did not sign the server's certificate: the handshake fails, in one line.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(other.path(), params.self_signed(&key).unwrap().pem()).unwrap();
+    let wrong = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        other.path().display()
+    );
+    let e = Lease::connect(&wrong, bot, LONG_TTL, holder("h"))
+        .await
+        .unwrap_err();
+    assert!(e.is_connection(), "{e}");
+    assert_redacted(&e, pg.password());
+}

@@ -254,6 +254,60 @@ impl TempPostgres {
             .unwrap_or_else(|_| panic!("pg_terminate_backend: unexpected answer {out:?}"))
     }
 
+    /// Turns TLS on: a throwaway CA signs a certificate for 127.0.0.1 (rcgen), the server loads it on a
+    /// reload; returns the CA certificate's path, for `sslrootcert=`. Password logins still work with
+    /// or without TLS (`host` lines in pg_hba.conf), so the client's sslmode decides.
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn enable_tls(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "cryptobot test CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        let cert = server
+            .signed_by(&key, &Issuer::new(ca, ca_key))
+            .expect("server certificate");
+        let data = self.dir().join("data");
+        let ca_path = self.dir().join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).expect("write ca.pem");
+        for (name, text) in [
+            ("server.crt", cert.pem()),
+            ("server.key", key.serialize_pem()),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("write the server's certificate");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        self.append_config("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+            .expect("postgresql.conf");
+        self.pg_ctl(&["reload"])
+            .unwrap_or_else(|e| panic!("pg_ctl reload: {e}"));
+        // A reload is asynchronous: wait (bounded) until the server says TLS is on.
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let shown = self.psql("SHOW ssl").unwrap_or_default();
+            if shown.trim() == "on" {
+                return ca_path;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "TLS still off after {COMMAND_TIMEOUT:?}: {}",
+                self.server_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Runs `sql` as the superuser in the bot's database over the unix socket (psql, unaligned, tuples
     /// only); its output.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
