@@ -162,16 +162,28 @@ impl Outbound {
 
     async fn reload(&self, queue: &mut VecDeque<OutboxMessage>, last_id: &mut i64) {
         self.wake.pending.store(false, Ordering::Release);
-        match self.store.outbox(self.bot_id, *last_id, BATCH).await {
+        let complete = match self.store.outbox(self.bot_id, *last_id, BATCH).await {
             Ok(rows) => {
+                let complete = (rows.len() as i64) < BATCH;
                 if let Some(last) = rows.last() {
                     *last_id = last.id;
                 }
                 queue.extend(rows);
+                complete
             }
-            Err(e) => tracing::warn!(bot_id = self.bot_id, "cannot read the outbox: {e}"),
-        }
-        if let Ok(n) = self.store.outbox_len(self.bot_id).await {
+            Err(e) => {
+                tracing::warn!(bot_id = self.bot_id, "cannot read the outbox: {e}");
+                return;
+            }
+        };
+        // Everything waiting is in `queue` unless the read stopped at BATCH: count the table only then
+        // (a count per wake-up was a query per handled update).
+        let depth = if complete {
+            Some(queue.len() as i64)
+        } else {
+            self.store.outbox_len(self.bot_id).await.ok()
+        };
+        if let Some(n) = depth {
             self.status.metrics.outbound_queue_depth.set(n);
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::exit::{Failure, Result};
@@ -143,9 +144,16 @@ impl SqliteStore {
             // WAL + NORMAL: a committed write survives a process crash (what G4 needs); only a power
             // loss may drop the last commits, and then at most those updates are handled again.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // The instance lock (G1) already makes this process the database's only user: holding
+            // SQLite's lock for the connection's life saves the fcntl lock/unlock pair of every
+            // transaction, and (set before WAL is first used) the shared-memory wal-index.
+            .locking_mode(SqliteLockingMode::Exclusive);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // One connection, ours alone, in this process: no ping round-trip to sqlx's worker thread
+            // before every statement (a lost connection to a local file is not a thing to test for).
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| fail("cannot open it", &e))?;
