@@ -15,7 +15,8 @@
 //! 3. `CRYPTOBOT_TOKEN` (development only: the environment is visible to the process owner);
 //! 4. `/etc/cryptobot/token` if readable (an operator on the host running `cryptobot` by hand).
 //!
-//! A token file readable by other users is refused (G7).
+//! A token file readable by other users is refused (G7); every secret file (token, price API key,
+//! webhook secret, database URL) is read by `secrets::read_secret_file`, under the same rules.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,8 +27,10 @@ use serde::Deserialize;
 
 use crate::exit::{Failure, Result};
 use crate::secret::Token;
+use secrets::{SecretKind, SecretPath, credential_or_file, read_secret_file};
 
 pub mod coordination;
+mod secrets;
 pub mod webhook;
 pub use coordination::{Coordination, CoordinationOptions, DatabaseUrl};
 pub use webhook::{Mode, WebhookOptions, WebhookSecret};
@@ -716,30 +719,23 @@ impl Settings {
     }
 }
 
-/// Reads a token file, refusing one that other users can read.
-fn read_token_file(path: &Path, check_mode: bool) -> Result<Token> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read token file {}: {e}; check the path and permissions",
-            path.display()
-        ))
-    })?;
-    if check_mode && meta.permissions().mode() & 0o007 != 0 {
-        return Err(Failure::config(format!(
-            "token file {} is accessible by other users (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read token file {}: {e}; check the path and permissions",
-            path.display()
-        ))
-    })?;
-    Token::parse(&text).map_err(|e| Failure::config(format!("token file {}: {e}", path.display())))
+/// What the secret files hold, for their messages (`secrets::read_secret_file`).
+const TOKEN_FILE: SecretKind = SecretKind {
+    name: "token file",
+    fix_unreadable: "check the path and permissions",
+    fix_empty: "put the token @BotFather gave you in it",
+};
+const PRICE_API_KEY_FILE: SecretKind = SecretKind {
+    name: "price API key file",
+    fix_unreadable: "check price_api_key_file",
+    fix_empty: "put the key in it, alone on one line",
+};
+
+/// Reads a token file (refused when other users can read it, unless it is a credential).
+fn read_token_file(at: &SecretPath) -> Result<Token> {
+    let text = read_secret_file(at, &TOKEN_FILE)?;
+    Token::parse(&text)
+        .map_err(|e| Failure::config(format!("token file {}: {e}", at.path().display())))
 }
 
 impl Config {
@@ -771,58 +767,35 @@ impl Config {
     }
 
     fn load_price_api_key(settings: &Settings, env: &Env) -> Result<Option<String>> {
-        use std::os::unix::fs::PermissionsExt;
-        let credential = env
-            .get("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(d).join("price_api_key"));
-        let (path, check_mode) = match (
-            credential.filter(|p| p.exists()),
-            &settings.bot.price_api_key_file,
-        ) {
-            (Some(p), _) => (p, false),
-            (None, Some(p)) => (p.clone(), true),
-            (None, None) => return Ok(None),
+        let Some(at) = credential_or_file(
+            env.get("CREDENTIALS_DIRECTORY"),
+            "price_api_key",
+            settings.bot.price_api_key_file.as_deref(),
+        ) else {
+            return Ok(None);
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Failure::config(format!(
-                "cannot read the price API key {}: {e}; check price_api_key_file",
-                path.display()
-            ))
-        })?;
-        if check_mode && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o007 != 0)
-        {
+        let key = read_secret_file(&at, &PRICE_API_KEY_FILE)?;
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Failure::config(format!(
-                "price API key file {} is accessible by other users; run: chmod 600 {}",
-                path.display(),
-                path.display()
+                "price API key file {} is not one word",
+                at.path().display()
             )));
         }
-        let key = text.trim();
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Failure::config(format!(
-                "price API key file {} is empty or not one word",
-                path.display()
-            )));
-        }
-        Ok(Some(key.to_owned()))
+        Ok(Some(key))
     }
 
     fn load_token(settings: &Settings, env: &Env) -> Result<(Token, TokenSource)> {
-        if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
-            let path = Path::new(dir).join("token");
-            if path.exists() {
-                // systemd made this file for us alone; its mode is systemd's business.
-                return Ok((
-                    read_token_file(&path, false)?,
-                    TokenSource::Credential(path),
-                ));
-            }
-        }
-        if let Some(path) = &settings.token_file {
-            return Ok((
-                read_token_file(path, true)?,
-                TokenSource::File(path.clone()),
-            ));
+        if let Some(at) = credential_or_file(
+            env.get("CREDENTIALS_DIRECTORY"),
+            "token",
+            settings.token_file.as_deref(),
+        ) {
+            let token = read_token_file(&at)?;
+            let source = match at {
+                SecretPath::Credential(p) => TokenSource::Credential(p),
+                SecretPath::File(p) => TokenSource::File(p),
+            };
+            return Ok((token, source));
         }
         if let Some(value) = env.get("CRYPTOBOT_TOKEN") {
             let token = Token::parse(value)
@@ -831,10 +804,8 @@ impl Config {
         }
         let system = Path::new(SYSTEM_TOKEN);
         if nix::unistd::access(system, nix::unistd::AccessFlags::R_OK).is_ok() {
-            return Ok((
-                read_token_file(system, true)?,
-                TokenSource::File(system.to_owned()),
-            ));
+            let at = SecretPath::File(system.to_owned());
+            return Ok((read_token_file(&at)?, TokenSource::File(system.to_owned())));
         }
         Err(Failure::config(format!(
             "no bot token: write it to {SYSTEM_TOKEN} (mode 600) for the service, or set CRYPTOBOT_TOKEN_FILE or CRYPTOBOT_TOKEN"

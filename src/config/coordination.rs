@@ -6,9 +6,10 @@
 //! `CRYPTOBOT_DATABASE_URL` (development). It is never printed: [`DatabaseUrl`]'s `Debug` and
 //! [`DatabaseUrl::redacted`] hide the password.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use super::secrets::{SecretKind, credential_or_file, read_secret_file};
 use crate::exit::{Failure, Result};
 
 /// How this instance coordinates with instances on other hosts.
@@ -101,6 +102,12 @@ impl DatabaseUrl {
     }
 }
 
+const URL_FILE: SecretKind = SecretKind {
+    name: "database URL file",
+    fix_unreadable: "check database_url_file",
+    fix_empty: "write a URL like postgres://user:password@host:5432/database in it",
+};
+
 /// Reads the URL from the `database_url` credential, the file, or `CRYPTOBOT_DATABASE_URL`; `None`
 /// when none is given. A file that other users can read is refused.
 pub fn load_database_url(
@@ -108,39 +115,17 @@ pub fn load_database_url(
     env_value: Option<&str>,
     options: &CoordinationOptions,
 ) -> Result<Option<DatabaseUrl>> {
-    use std::os::unix::fs::PermissionsExt;
-    let credential = credentials_dir
-        .map(|d| Path::new(d).join("database_url"))
-        .filter(|p| p.exists());
-    let (path, check_mode) = match (credential, &options.database_url_file) {
-        (Some(p), _) => (p, false),
-        (None, Some(p)) => (p.clone(), true),
-        (None, None) => {
-            return env_value
-                .map(|v| DatabaseUrl::parse(v, "CRYPTOBOT_DATABASE_URL (environment)"))
-                .transpose();
-        }
+    let Some(at) = credential_or_file(
+        credentials_dir,
+        "database_url",
+        options.database_url_file.as_deref(),
+    ) else {
+        return env_value
+            .map(|v| DatabaseUrl::parse(v, "CRYPTOBOT_DATABASE_URL (environment)"))
+            .transpose();
     };
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read the database URL file {}: {e}; check database_url_file",
-            path.display()
-        ))
-    })?;
-    if check_mode && meta.permissions().mode() & 0o007 != 0 {
-        return Err(Failure::config(format!(
-            "database URL file {} is accessible by other users; run: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read the database URL file {}: {e}; check database_url_file",
-            path.display()
-        ))
-    })?;
-    DatabaseUrl::parse(&text, &format!("database URL file {}", path.display())).map(Some)
+    let text = read_secret_file(&at, &URL_FILE)?;
+    DatabaseUrl::parse(&text, &format!("database URL file {}", at.path().display())).map(Some)
 }
 
 #[cfg(test)]

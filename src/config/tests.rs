@@ -237,3 +237,48 @@ fn nan_backoffs_and_odd_log_filters_are_config_errors_not_panics() {
     let s = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap();
     assert_eq!(s.log, "info,cryptobot=debug");
 }
+
+#[test]
+fn price_api_key_from_credential_or_file_under_the_secret_file_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write(dir.path(), "price_api_key", "  k3y-from-file \n");
+    let config = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "price_api_key_file = {:?}\n",
+            key_file.display().to_string()
+        ),
+    );
+    let mut env = base_env(dir.path());
+    env.push(("CRYPTOBOT_TOKEN".into(), TOKEN.into()));
+    assert_eq!(
+        Config::load(None, &env_of(&env)).unwrap().price_api_key,
+        None
+    );
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Config::load(Some(&config), &env_of(&env)).unwrap_err();
+    assert_eq!(err.code, crate::exit::Code::Config);
+    assert!(err.message.contains("chmod 600"), "{}", err.message);
+    assert!(!err.message.contains("k3y"), "{}", err.message);
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::load(Some(&config), &env_of(&env)).unwrap();
+    assert_eq!(c.price_api_key.as_deref(), Some("k3y-from-file"));
+
+    std::fs::write(&key_file, "two words\n").unwrap();
+    let err = Config::load(Some(&config), &env_of(&env)).unwrap_err();
+    assert!(err.message.ends_with("is not one word"), "{}", err.message);
+    assert!(!err.message.contains("two"), "{}", err.message);
+
+    // The credential wins, whatever its mode.
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let credential = write(&creds, "price_api_key", "k3y-from-credential\n");
+    std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.push(("CREDENTIALS_DIRECTORY".into(), creds.display().to_string()));
+    let c = Config::load(Some(&config), &env_of(&env)).unwrap();
+    assert_eq!(c.price_api_key.as_deref(), Some("k3y-from-credential"));
+}

@@ -7,8 +7,9 @@
 //! `webhook_secret_file` (`CRYPTOBOT_WEBHOOK_SECRET_FILE`, refused when other users can read it), else it
 //! is generated once and kept in the state store. It is never printed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::secrets::{SecretKind, credential_or_file, read_secret_file};
 use crate::exit::{Failure, Result};
 
 /// How updates arrive.
@@ -95,43 +96,29 @@ impl WebhookSecret {
     }
 }
 
+const SECRET_FILE: SecretKind = SecretKind {
+    name: "webhook secret file",
+    fix_unreadable: "check webhook_secret_file",
+    fix_empty: "write one word of A-Z, a-z, 0-9, _ and - in it",
+};
+
 /// Reads the secret from the `webhook_secret` credential or the secret file, if either is given.
 pub fn load_secret(
     credentials_dir: Option<&str>,
     options: &WebhookOptions,
 ) -> Result<Option<WebhookSecret>> {
-    use std::os::unix::fs::PermissionsExt;
-    let credential = credentials_dir
-        .map(|d| Path::new(d).join("webhook_secret"))
-        .filter(|p| p.exists());
-    let (path, check_mode) = match (credential, &options.secret_file) {
-        (Some(p), _) => (p, false),
-        (None, Some(p)) => (p.clone(), true),
-        (None, None) => return Ok(None),
+    let Some(at) = credential_or_file(
+        credentials_dir,
+        "webhook_secret",
+        options.secret_file.as_deref(),
+    ) else {
+        return Ok(None);
     };
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read the webhook secret file {}: {e}; check webhook_secret_file",
-            path.display()
-        ))
-    })?;
-    if check_mode && meta.permissions().mode() & 0o007 != 0 {
-        return Err(Failure::config(format!(
-            "webhook secret file {} is accessible by other users; run: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Failure::config(format!(
-            "cannot read the webhook secret file {}: {e}; check webhook_secret_file",
-            path.display()
-        ))
-    })?;
+    let text = read_secret_file(&at, &SECRET_FILE)?;
     WebhookSecret::parse(&text).map(Some).map_err(|why| {
         Failure::config(format!(
             "webhook secret file {}: the secret {why} (Telegram's rule); write one such word",
-            path.display()
+            at.path().display()
         ))
     })
 }
