@@ -17,6 +17,17 @@
 #     ct_now / ct_since START   timing helpers (seconds, 2 decimals)
 # Settings (environment): CT_BOOT_TIMEOUT (s, default 60), CT_STOP_TIMEOUT (s, default 15),
 #     CT_MASK (extra units to mask, space separated), CT_KEEP_LOGS=1 (leave the console log on failure).
+# The scenarios' own helpers (tracer-bullet.sh, lifecycle.sh), below ct_*: one scenario per script.
+#     e2e_scenario TAG NAME     set up: log prefix "[TAG HH:MM:SS]", "NAME: N passed/1 failed" lines,
+#                               WORK (temp dir), FAKE_PID, FAKE_LOG, API, cleanup on exit
+#     e2e_token BOT_ID          a new test token in Telegram's shape
+#     log MSG / step NAME / ok [NOTE] / fail MSG / summary [NOTE] / passed
+#     poll_until SECONDS CMD... / wait_for SECONDS WHAT CMD...
+#     preflight_step TOOL...    the "preflight" step: ct_preflight and the host tools the scenario needs
+#     package_under_test        sets DEB: CRYPTOBOT_DEB, else built with packaging/build-deb
+#     fake_bot_api_step         the "fake Bot API on the host" step: TOKEN in $WORK/token, sets API
+#     unit_prop / service_is / control / sent_pongs / pongs_at_least / inject_ping  (cryptobot.service,
+#                               the fake API's control API; need BOT_ID, CHAT_ID, API)
 # As a script:
 #     container.sh selftest [N]   boot, check and stop N containers one after another (default 2), check leftovers
 #     container.sh run CMD...     boot a container, run CMD inside, stop it; exit status of CMD
@@ -351,6 +362,213 @@ ct__selftest() {
         ct_log "container $i of $n: ok in $(ct_since "$t0") s, no leftovers"
     done
     echo "container self-test: $n containers booted and removed without leftovers"
+}
+
+# --- the scenarios' helpers (tracer-bullet.sh, lifecycle.sh) ---------------------------------------------
+# A scenario is a list of steps: `step NAME`, its checks (each `|| fail WHAT`), `ok [NOTE]`. Every step
+# prints its time; a failure names the step, shows diagnostics and exits 1; the summary lists the steps.
+
+E2E_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+E2E_TAG=e2e
+E2E_NAME=e2e
+# The one line the package prints on its first installation.
+# shellcheck disable=SC2034 # used by the scenarios
+HINT='cryptobot: installed; write the bot token to /etc/cryptobot/token (mode 600) and run: systemctl start cryptobot'
+STEP=
+STEP_T0=
+STEPS_DONE=()
+WORK=
+FAKE_PID=
+FAKE_LOG=
+API=
+
+# e2e_scenario TAG NAME: starts a scenario (see the header).
+e2e_scenario() {
+    E2E_TAG=$1
+    E2E_NAME=$2
+    # cargo test and nextest run the scripts with the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_*, ...
+    # in their environment. A cargo run from here would take them as its own environment, and ring's
+    # build script tracks CARGO_MANIFEST_DIR: ring and everything above it would compile again.
+    local var
+    for var in $(compgen -e); do
+        case $var in
+            CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | CARGO_BIN_*)
+                unset "$var"
+                ;;
+        esac
+    done
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/cryptobot-$E2E_TAG.XXXXXX")
+    FAKE_PID=
+    FAKE_LOG="$WORK/fake-bot-api.log"
+    API=
+    # The fake API and the work directory go on any exit; ct_boot keeps this trap and stops the
+    # container too.
+    ct_at_exit e2e__cleanup_host
+    trap ct__exit_trap EXIT
+}
+
+e2e__cleanup_host() {
+    if [[ -n $FAKE_PID ]] && kill -0 "$FAKE_PID" 2>/dev/null; then
+        kill -TERM "$FAKE_PID" 2>/dev/null || true
+        wait "$FAKE_PID" 2>/dev/null || true
+    fi
+    [[ -z $WORK ]] || rm -rf "$WORK"
+}
+
+# e2e_token BOT_ID: a test token in the shape Telegram uses (<bot id>:<30-64 of A-Z a-z 0-9 _ ->), new
+# for every run.
+e2e_token() { printf '%s:e2e_%s' "$1" "$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"; }
+
+log() { printf '[%s %s] %s\n' "$E2E_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
+
+step() {
+    STEP=$1
+    STEP_T0=$(ct_now)
+    log "--- $STEP"
+}
+
+ok() {
+    local took
+    took=$(ct_since "$STEP_T0")
+    log "ok: $STEP ($took s)${1:+ — $1}"
+    STEPS_DONE+=("$(printf '%7s s  %s' "$took" "$STEP")")
+}
+
+# What helps to understand a failure; never the token (the journal is checked not to contain it).
+diagnostics() {
+    if [[ -n $CT_PID1 ]]; then
+        log "systemctl status cryptobot:"
+        ct_exec systemctl status --no-pager --lines=0 cryptobot.service 2>&1 | sed 's/^/    /' >&2 || true
+        log "journalctl -u cryptobot (last 40 lines):"
+        ct_exec journalctl -u cryptobot.service --no-pager -n 40 2>&1 | sed 's/^/    /' >&2 || true
+        log "dpkg -l cryptobot:"
+        ct_exec dpkg -l cryptobot 2>&1 | tail -n 1 | sed 's/^/    /' >&2 || true
+    fi
+    if [[ -s $FAKE_LOG ]]; then
+        log "fake Bot API log (last 20 lines):"
+        tail -n 20 "$FAKE_LOG" | sed 's/^/    /' >&2
+    fi
+}
+
+fail() {
+    log "FAILED step '$STEP': $*"
+    diagnostics
+    log "$E2E_NAME: 1 failed (step '$STEP'), ${#STEPS_DONE[@]} steps passed before it"
+    exit 1
+}
+
+# summary [NOTE...]: the steps that passed, with their times (stderr).
+# shellcheck disable=SC2120 # NOTE is optional
+summary() {
+    log "summary${*:+ ($*)}:"
+    printf '    %s\n' "${STEPS_DONE[@]}" >&2
+}
+
+# passed: the scenario's last line (stdout).
+passed() { echo "$E2E_NAME: ${#STEPS_DONE[@]} passed, 0 failed"; }
+
+# poll_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (0) or SECONDS have passed (1).
+poll_until() {
+    local limit=$1 deadline
+    shift
+    deadline=$(awk -v a="$(ct_now)" -v l="$limit" 'BEGIN { printf "%.3f", a + l }')
+    until "$@"; do
+        if awk -v d="$deadline" -v n="$(ct_now)" 'BEGIN { exit !(n > d) }'; then
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# wait_for SECONDS WHAT CMD...: poll_until, failing the step with WHAT after SECONDS.
+wait_for() {
+    local limit=$1 what=$2
+    shift 2
+    poll_until "$limit" "$@" || fail "$what: not within ${limit} s"
+}
+
+# preflight_step TOOL...: the "preflight" step: the harness's needs, then TOOLs on the host.
+preflight_step() {
+    local why tool
+    step "preflight"
+    if why=$(ct_preflight); then :; else
+        log "FAILED step 'preflight': $why"
+        exit 1
+    fi
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || fail "$tool not found on the host"
+    done
+    ok
+}
+
+# The Cargo target directory of the tree.
+cargo_target_dir() {
+    (cd "$E2E_REPO" && cargo metadata --format-version 1 --no-deps) \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
+# package_under_test: sets DEB, the package to test: CRYPTOBOT_DEB, else built with packaging/build-deb.
+package_under_test() {
+    if [[ -n ${CRYPTOBOT_DEB:-} ]]; then
+        DEB=$CRYPTOBOT_DEB
+    else
+        DEB=$("$E2E_REPO/packaging/build-deb" | tail -n 1) || fail "packaging/build-deb failed"
+    fi
+    [[ -f $DEB ]] || fail "no package at '$DEB'"
+}
+
+# fake_bot_api_step: the step that starts the fake Bot API (FAKE_BOT_API_BIN, else built) on a free
+# port of the host's loopback, knowing the bot of TOKEN (written to $WORK/token); sets API.
+fake_bot_api_step() {
+    local fake attempt port deadline
+    step "fake Bot API on the host"
+    if [[ -n ${FAKE_BOT_API_BIN:-} ]]; then
+        fake=$FAKE_BOT_API_BIN
+    else
+        (cd "$E2E_REPO" && cargo build -p fake-bot-api >&2) || fail "cargo build -p fake-bot-api failed"
+        fake="$(cargo_target_dir)/debug/fake-bot-api"
+    fi
+    [[ -x $fake ]] || fail "fake Bot API binary '$fake' is not executable"
+    (umask 077 && printf '%s\n' "$TOKEN" >"$WORK/token")
+    # A free port: not listed in /proc/net/tcp{,6}; retried if another process takes it first.
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        if grep -qi ":$(printf '%04X' "$port") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            continue
+        fi
+        "$fake" --listen "127.0.0.1:$port" --token-file "$WORK/token" >"$FAKE_LOG" 2>&1 &
+        FAKE_PID=$!
+        deadline=$((SECONDS + 10))
+        while ! grep -q "listening on http://127.0.0.1:$port" "$FAKE_LOG"; do
+            kill -0 "$FAKE_PID" 2>/dev/null || break
+            ((SECONDS < deadline)) || fail "fake Bot API did not say it was listening within 10 s"
+            sleep 0.05
+        done
+        if kill -0 "$FAKE_PID" 2>/dev/null; then
+            API="http://127.0.0.1:$port"
+            break
+        fi
+        wait "$FAKE_PID" 2>/dev/null || true
+        FAKE_PID=
+        log "fake Bot API exited on port $port (attempt $attempt): $(tail -n 1 "$FAKE_LOG")"
+    done
+    [[ -n $API ]] || fail "fake Bot API could not start"
+    control "$API/control/bots/$BOT_ID/stats" >/dev/null || fail "fake Bot API does not know bot $BOT_ID"
+    ok "$API, bot $BOT_ID"
+}
+
+unit_prop() { ct_exec systemctl show -P "$1" cryptobot.service; }
+service_is() { [[ $(unit_prop ActiveState) == "$1" ]]; }
+
+# Host side of the fake Bot API's control API.
+control() { curl -fsS --max-time 5 "$@"; }
+# How many "pong"s the bot sent (0 too: grep finding none is no failure here).
+sent_pongs() { control "$API/control/bots/$BOT_ID/sent" | { grep -o '"text":"pong"' || true; } | wc -l; }
+pongs_at_least() { (($(sent_pongs) >= $1)); }
+inject_ping() {
+    control -H 'Content-Type: application/json' \
+        -d "{\"chat_id\":$CHAT_ID,\"text\":\"/ping\"}" "$API/control/bots/$BOT_ID/messages" >/dev/null \
+        || fail "cannot inject /ping through $API/control/bots/$BOT_ID/messages"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then

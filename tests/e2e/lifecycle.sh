@@ -26,128 +26,28 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=container.sh
 source "$here/container.sh"
 
-# cargo test and nextest run this script with the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_*, ... in
-# its environment. A cargo run from here would take them as its own environment, and ring's build script
-# tracks CARGO_MANIFEST_DIR: ring and everything above it would compile again (twice 4 minutes here).
-for var in $(compgen -e); do
-    case $var in
-        CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | CARGO_BIN_*)
-            unset "$var"
-            ;;
-    esac
-done
-
 (($# == 0)) || {
     echo "usage: $0   (no arguments; see the header for the environment)" >&2
     exit 64
 }
 
 BOT_ID=7001002004
-# A test token in the shape Telegram uses, new for every run.
-TOKEN="$BOT_ID:e2e_$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
+TOKEN=$(e2e_token "$BOT_ID")
 SECRET=${TOKEN#*:}
 CHAT_ID=4343
 CONF=/etc/cryptobot/cryptobot.toml
 STATE_DB=/var/lib/cryptobot/state.db
 EDIT='conflict_max = 11 # edited by the lifecycle e2e: an upgrade must keep this line'
-HINT='cryptobot: installed; write the bot token to /etc/cryptobot/token (mode 600) and run: systemctl start cryptobot'
 # systemd's catalog ids of "Started UNIT" and "Stopped UNIT" journal entries.
 MSG_STARTED=39f53479d3a045ac8e11786248231fbf
 MSG_STOPPED=9d1aaa27d60140bd96365438aad20286
 
-STEP=
-STEP_T0=
-STEPS_DONE=()
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/cryptobot-lifecycle.XXXXXX")
-FAKE_PID=
-FAKE_LOG="$WORK/fake-bot-api.log"
-API=
-
-log() { printf '[lifecycle %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-step() {
-    STEP=$1
-    STEP_T0=$(ct_now)
-    log "--- $STEP"
-}
-
-ok() {
-    local took
-    took=$(ct_since "$STEP_T0")
-    log "ok: $STEP ($took s)${1:+ — $1}"
-    STEPS_DONE+=("$(printf '%7s s  %s' "$took" "$STEP")")
-}
-
-# What helps to understand a failure; never the token (the journal is checked not to contain it).
-diagnostics() {
-    if [[ -n $CT_PID1 ]]; then
-        log "systemctl status cryptobot:"
-        ct_exec systemctl status --no-pager --lines=0 cryptobot.service 2>&1 | sed 's/^/    /' >&2 || true
-        log "journalctl -u cryptobot (last 40 lines):"
-        ct_exec journalctl -u cryptobot.service --no-pager -n 40 2>&1 | sed 's/^/    /' >&2 || true
-        log "dpkg -l cryptobot:"
-        ct_exec dpkg -l cryptobot 2>&1 | tail -n 1 | sed 's/^/    /' >&2 || true
-    fi
-    if [[ -s $FAKE_LOG ]]; then
-        log "fake Bot API log (last 20 lines):"
-        tail -n 20 "$FAKE_LOG" | sed 's/^/    /' >&2
-    fi
-}
-
-fail() {
-    log "FAILED step '$STEP': $*"
-    diagnostics
-    log "lifecycle: 1 failed (step '$STEP'), ${#STEPS_DONE[@]} steps passed before it"
-    exit 1
-}
-
-# poll_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (0) or SECONDS have passed (1).
-poll_until() {
-    local limit=$1 deadline
-    shift
-    deadline=$(awk -v a="$(ct_now)" -v l="$limit" 'BEGIN { printf "%.3f", a + l }')
-    until "$@"; do
-        if awk -v d="$deadline" -v n="$(ct_now)" 'BEGIN { exit !(n > d) }'; then
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# wait_for SECONDS WHAT CMD...: poll_until, failing the step with WHAT after SECONDS.
-wait_for() {
-    local limit=$1 what=$2
-    shift 2
-    poll_until "$limit" "$@" || fail "$what: not within ${limit} s"
-}
-
-cleanup_host() {
-    if [[ -n $FAKE_PID ]] && kill -0 "$FAKE_PID" 2>/dev/null; then
-        kill -TERM "$FAKE_PID" 2>/dev/null || true
-        wait "$FAKE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-
-# The fake API and the work directory go on any exit; ct_boot keeps this trap and stops the container too.
-ct_at_exit cleanup_host
-trap ct__exit_trap EXIT
+e2e_scenario lifecycle lifecycle
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
-unit_prop() { ct_exec systemctl show -P "$1" cryptobot.service; }
-service_is() { [[ $(unit_prop ActiveState) == "$1" ]]; }
 deb_field() { dpkg-deb -f "$1" "$2"; }
 
-control() { curl -fsS --max-time 5 "$@"; }
-# How many "pong"s the bot sent (0 too: grep finding none is no failure here).
-sent_pongs() { control "$API/control/bots/$BOT_ID/sent" | { grep -o '"text":"pong"' || true; } | wc -l; }
-pongs_at_least() { (($(sent_pongs) >= $1)); }
-inject_ping() {
-    control -H 'Content-Type: application/json' \
-        -d "{\"chat_id\":$CHAT_ID,\"text\":\"/ping\"}" "$API/control/bots/$BOT_ID/messages" >/dev/null \
-        || fail "cannot inject /ping through $API/control/bots/$BOT_ID/messages"
-}
 # ping_pong WHAT: one /ping → exactly one more "pong" (a second one within 2 s would be a replay).
 ping_pong() {
     local before
@@ -187,23 +87,10 @@ pkg_status() { ct_exec dpkg-query -W -f='${db:Status-Abbrev}' cryptobot 2>/dev/n
 
 # --- steps -----------------------------------------------------------------------------------------------
 
-step "preflight"
-if why=$(ct_preflight); then :; else
-    log "FAILED step 'preflight': $why"
-    exit 1
-fi
-for tool in curl od awk dpkg-deb tar; do
-    command -v "$tool" >/dev/null || fail "$tool not found on the host"
-done
-ok
+preflight_step curl od awk dpkg-deb tar
 
 step "package N"
-if [[ -n ${CRYPTOBOT_DEB:-} ]]; then
-    DEB=$CRYPTOBOT_DEB
-else
-    DEB=$("$repo/packaging/build-deb" | tail -n 1) || fail "packaging/build-deb failed"
-fi
-[[ -f $DEB ]] || fail "no package at '$DEB'"
+package_under_test
 V_N=$(deb_field "$DEB" Version)
 ok "$V_N: $DEB"
 
@@ -214,8 +101,7 @@ if [[ -n ${CRYPTOBOT_DEB_NEXT:-} ]]; then
     how="given"
 else
     # The same target directory as the tree's own builds: only the cryptobot crate is compiled again.
-    target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    target_dir=$(cargo_target_dir)
     [[ -n $target_dir ]] || fail "cannot find the Cargo target directory of $repo"
     src="$WORK/src"
     mkdir "$src"
@@ -264,40 +150,7 @@ CONF_CHANGED=0
 [[ $(conf_of "$DEB") == "$(conf_of "$DEB_NEXT")" ]] || CONF_CHANGED=1
 ok "$V_NEXT ($how; default conffile changed: $CONF_CHANGED)"
 
-step "fake Bot API on the host"
-if [[ -n ${FAKE_BOT_API_BIN:-} ]]; then
-    FAKE=$FAKE_BOT_API_BIN
-else
-    (cd "$repo" && cargo build -p fake-bot-api >&2) || fail "cargo build -p fake-bot-api failed"
-    target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    FAKE="$target_dir/debug/fake-bot-api"
-fi
-[[ -x $FAKE ]] || fail "fake Bot API binary '$FAKE' is not executable"
-(umask 077 && printf '%s\n' "$TOKEN" >"$WORK/token")
-for attempt in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 40000))
-    if grep -qi ":$(printf '%04X' "$port") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-        continue
-    fi
-    "$FAKE" --listen "127.0.0.1:$port" --token-file "$WORK/token" >"$FAKE_LOG" 2>&1 &
-    FAKE_PID=$!
-    deadline=$((SECONDS + 10))
-    while ! grep -q "listening on http://127.0.0.1:$port" "$FAKE_LOG"; do
-        kill -0 "$FAKE_PID" 2>/dev/null || break
-        ((SECONDS < deadline)) || fail "fake Bot API did not say it was listening within 10 s"
-        sleep 0.05
-    done
-    if kill -0 "$FAKE_PID" 2>/dev/null; then
-        API="http://127.0.0.1:$port"
-        break
-    fi
-    wait "$FAKE_PID" 2>/dev/null || true
-    FAKE_PID=
-    log "fake Bot API exited on port $port (attempt $attempt): $(tail -n 1 "$FAKE_LOG")"
-done
-[[ -n $API ]] || fail "fake Bot API could not start"
-ok "$API, bot $BOT_ID"
+fake_bot_api_step
 
 step "boot container"
 ct_boot lifecycle
@@ -430,6 +283,5 @@ step "stop container"
 ct_stop || fail "the container left something behind"
 ok
 
-log "summary ($V_N → $V_NEXT):"
-printf '    %s\n' "${STEPS_DONE[@]}" >&2
-echo "lifecycle: ${#STEPS_DONE[@]} passed, 0 failed"
+summary "$V_N → $V_NEXT"
+passed

@@ -18,7 +18,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 # shellcheck source=container.sh
 source "$here/container.sh"
 
@@ -32,163 +31,22 @@ case ${1:-} in
         ;;
 esac
 
-HINT='cryptobot: installed; write the bot token to /etc/cryptobot/token (mode 600) and run: systemctl start cryptobot'
 BOT_ID=7001002003
-# A test token in the shape Telegram uses (<bot id>:<30-64 of A-Z a-z 0-9 _ ->), new for every run.
-TOKEN="$BOT_ID:e2e_$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
+TOKEN=$(e2e_token "$BOT_ID")
 SECRET=${TOKEN#*:}
 CHAT_ID=4242
-
-STEP=
-STEP_T0=
-STEPS_DONE=()
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/cryptobot-tracer.XXXXXX")
-FAKE_PID=
-FAKE_LOG="$WORK/fake-bot-api.log"
-API=
-
-log() { printf '[tracer %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-step() {
-    STEP=$1
-    STEP_T0=$(ct_now)
-    log "--- $STEP"
-}
-
-ok() {
-    local took
-    took=$(ct_since "$STEP_T0")
-    log "ok: $STEP ($took s)${1:+ — $1}"
-    STEPS_DONE+=("$(printf '%7s s  %s' "$took" "$STEP")")
-}
-
-# Shows what helps to understand a failure; never the token (the journal is checked not to contain it).
-diagnostics() {
-    if [[ -n $CT_PID1 ]]; then
-        log "systemctl status cryptobot:"
-        ct_exec systemctl status --no-pager --lines=0 cryptobot.service 2>&1 | sed 's/^/    /' >&2 || true
-        log "journalctl -u cryptobot (last 40 lines):"
-        ct_exec journalctl -u cryptobot.service --no-pager -n 40 2>&1 | sed 's/^/    /' >&2 || true
-    fi
-    if [[ -s $FAKE_LOG ]]; then
-        log "fake Bot API log (last 20 lines):"
-        tail -n 20 "$FAKE_LOG" | sed 's/^/    /' >&2
-    fi
-}
-
-fail() {
-    log "FAILED step '$STEP': $*"
-    diagnostics
-    log "tracer bullet: 1 failed (step '$STEP'), ${#STEPS_DONE[@]} steps passed before it"
-    exit 1
-}
-
-# poll_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (0) or SECONDS have passed (1).
-poll_until() {
-    local limit=$1 deadline
-    shift
-    deadline=$(awk -v a="$(ct_now)" -v l="$limit" 'BEGIN { printf "%.3f", a + l }')
-    until "$@"; do
-        if awk -v d="$deadline" -v n="$(ct_now)" 'BEGIN { exit !(n > d) }'; then
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# wait_for SECONDS WHAT CMD...: poll_until, failing the step with WHAT after SECONDS.
-wait_for() {
-    local limit=$1 what=$2
-    shift 2
-    poll_until "$limit" "$@" || fail "$what: not within ${limit} s"
-}
-
-cleanup_host() {
-    if [[ -n $FAKE_PID ]] && kill -0 "$FAKE_PID" 2>/dev/null; then
-        kill -TERM "$FAKE_PID" 2>/dev/null || true
-        wait "$FAKE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-
-# The fake API and the work directory go on any exit; ct_boot keeps this trap and stops the container too.
-ct_at_exit cleanup_host
-trap ct__exit_trap EXIT
-
-# --- helpers that talk to the container ------------------------------------------------------------------
-
-unit_prop() { ct_exec systemctl show -P "$1" cryptobot.service; }
-
-service_is() { [[ $(unit_prop ActiveState) == "$1" ]]; }
-
-# Host side of the fake Bot API's control API.
-control() { curl -fsS --max-time 5 "$@"; }
-sent_pongs() { control "$API/control/bots/$BOT_ID/sent" | grep -o '"text":"pong"' | wc -l; }
-pongs_at_least() { (($(sent_pongs) >= $1)); }
-inject_ping() {
-    control -H 'Content-Type: application/json' \
-        -d "{\"chat_id\":$CHAT_ID,\"text\":\"/ping\"}" "$API/control/bots/$BOT_ID/messages" >/dev/null \
-        || fail "cannot inject /ping through $API/control/bots/$BOT_ID/messages"
-}
+e2e_scenario tracer "tracer bullet"
 
 # --- steps -------------------------------------------------------------------------------------------------
 
-step "preflight"
-if why=$(ct_preflight); then :; else
-    log "FAILED step 'preflight': $why"
-    exit 1
-fi
-for tool in curl flock od awk; do
-    command -v "$tool" >/dev/null || fail "$tool not found on the host"
-done
-ok
+preflight_step curl flock od awk
 
 step "package"
-if [[ -n ${CRYPTOBOT_DEB:-} ]]; then
-    DEB=$CRYPTOBOT_DEB
-else
-    DEB=$("$repo/packaging/build-deb" | tail -n 1) || fail "packaging/build-deb failed"
-fi
-[[ -f $DEB ]] || fail "no package at '$DEB'"
+package_under_test
 ok "$DEB"
 
 if ((!packaging_only)); then
-    step "fake Bot API on the host"
-    if [[ -n ${FAKE_BOT_API_BIN:-} ]]; then
-        FAKE=$FAKE_BOT_API_BIN
-    else
-        (cd "$repo" && cargo build -p fake-bot-api >&2) || fail "cargo build -p fake-bot-api failed"
-        target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-            | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-        FAKE="$target_dir/debug/fake-bot-api"
-    fi
-    [[ -x $FAKE ]] || fail "fake Bot API binary '$FAKE' is not executable"
-    (umask 077 && printf '%s\n' "$TOKEN" >"$WORK/token")
-    # A free port: not listed in /proc/net/tcp{,6}; retried if another process takes it first.
-    for attempt in 1 2 3 4 5; do
-        port=$((20000 + RANDOM % 40000))
-        if grep -qi ":$(printf '%04X' "$port") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            continue
-        fi
-        "$FAKE" --listen "127.0.0.1:$port" --token-file "$WORK/token" >"$FAKE_LOG" 2>&1 &
-        FAKE_PID=$!
-        deadline=$((SECONDS + 10))
-        while ! grep -q "listening on http://127.0.0.1:$port" "$FAKE_LOG"; do
-            kill -0 "$FAKE_PID" 2>/dev/null || break
-            ((SECONDS < deadline)) || fail "fake Bot API did not say it was listening within 10 s"
-            sleep 0.05
-        done
-        if kill -0 "$FAKE_PID" 2>/dev/null; then
-            API="http://127.0.0.1:$port"
-            break
-        fi
-        wait "$FAKE_PID" 2>/dev/null || true
-        FAKE_PID=
-        log "fake Bot API exited on port $port (attempt $attempt): $(tail -n 1 "$FAKE_LOG")"
-    done
-    [[ -n $API ]] || fail "fake Bot API could not start"
-    control "$API/control/bots/$BOT_ID/stats" >/dev/null || fail "fake Bot API does not know bot $BOT_ID"
-    ok "$API, bot $BOT_ID"
+    fake_bot_api_step
 fi
 
 step "boot container"
@@ -460,9 +318,8 @@ step "stop container"
 ct_stop || fail "the container left something behind"
 ok
 
-log "summary:"
-printf '    %s\n' "${STEPS_DONE[@]}" >&2
+summary
 if ((packaging_only)); then
     log "packaging steps only (--packaging-only): the bot steps were not run"
 fi
-echo "tracer bullet: ${#STEPS_DONE[@]} passed, 0 failed"
+passed
