@@ -174,9 +174,10 @@ fn restart_only_changes(started: &Config, new: &Config) -> Vec<String> {
         "webhook_secret_file",
     ];
     let key = |line: &str| line.split_once(" = ").map(|(k, _)| k.trim().to_owned());
-    let old: Vec<String> = started.render().lines().map(str::to_owned).collect();
-    let mut changed: Vec<String> = new
-        .render()
+    let old_text = started.render();
+    let new_text = new.render();
+    let old: Vec<&str> = old_text.lines().collect();
+    let mut changed: Vec<String> = new_text
         .lines()
         .filter(|line| !line.starts_with('#') && !old.iter().any(|o| o == line))
         .filter_map(key)
@@ -186,8 +187,7 @@ fn restart_only_changes(started: &Config, new: &Config) -> Vec<String> {
     for line in &old {
         if let Some(k) = key(line)
             && !LIVE.contains(&k.as_str())
-            && !new
-                .render()
+            && !new_text
                 .lines()
                 .any(|l| key(l).as_deref() == Some(k.as_str()))
             && !changed.contains(&k)
