@@ -16,8 +16,10 @@ use cryptobot::bot::commands::{
     self, ALERT_USAGE, DELALERT_USAGE, MAX_PRICE_COINS, PRICE_USAGE, Request,
 };
 use cryptobot::bot::prices::{CoinMap, is_currency};
-use cryptobot::config::{Config, Env, Mode, Settings};
+use cryptobot::config::{Config, Env, Mode, Settings, WebhookSecret};
 use cryptobot::exit::Code;
+use cryptobot::telegram::client::UNDECODABLE;
+use cryptobot::webhook::{self, MAX_BODY, Rejection};
 use rust_decimal::Decimal;
 use teloxide::types::{MediaKind, MessageKind, Update, UpdateKind};
 
@@ -372,10 +374,16 @@ pub fn update_decode(data: &[u8]) {
     let Ok(update) = serde_json::from_str::<Update>(text) else {
         return;
     };
+    check_update(&update);
+}
+
+/// What `Service::handle` makes of a decoded update, from either source: a request only from a text
+/// command, the reply aimed at the chat it came from, the request within its limits.
+fn check_update(update: &Update) {
     // The poller and the dispatcher key everything on the id (offset = id + 1, "handled" rows).
     let _offset = i64::from(update.id.0) + 1;
     let Some((chat, sender, request)) =
-        commands::parse_update(&update, BOT_USERNAME, coins(), DEFAULT_CURRENCY)
+        commands::parse_update(update, BOT_USERNAME, coins(), DEFAULT_CURRENCY)
     else {
         return;
     };
@@ -399,6 +407,221 @@ pub fn update_decode(data: &[u8]) {
         .map_or(message.chat.id.0, |u| u.id.0 as i64);
     assert_eq!(sender, expected_sender);
     check_request(&request);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// webhook_request
+
+/// A body padded with spaces to about [`MAX_BODY`], in one buffer of spaces kept for the process: a
+/// fresh megabyte (allocated, filled, freed under ASan) for every padded input would cost more than
+/// the decoding. Dropping it puts the spaces back.
+struct Padded {
+    buffer: std::sync::MutexGuard<'static, Vec<u8>>,
+    body_len: usize,
+    len: usize,
+}
+
+impl Padded {
+    fn new(body: &[u8], len: usize) -> Self {
+        static SPACES: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+        // A panic while it was held (a crash `cargo test` caught) left it restored: see `drop`.
+        let mut buffer = SPACES.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.is_empty() {
+            *buffer = vec![b' '; MAX_BODY + 1];
+        }
+        assert!(body.len() <= len && len <= buffer.len());
+        buffer[..body.len()].copy_from_slice(body);
+        Self {
+            buffer,
+            body_len: body.len(),
+            len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl Drop for Padded {
+    fn drop(&mut self) {
+        self.buffer[..self.body_len].fill(b' ');
+    }
+}
+
+/// The expected secrets the input chooses from: Telegram's rule allows 1 to 256 characters of
+/// `A-Z a-z 0-9 _ -`; `WebhookSecret::generate` makes 64.
+fn webhook_secrets() -> &'static [WebhookSecret; 3] {
+    static SECRETS: OnceLock<[WebhookSecret; 3]> = OnceLock::new();
+    SECRETS.get_or_init(|| {
+        const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+        [ALPHABET.to_owned(), "Z".to_owned(), ALPHABET.repeat(4)]
+            .map(|s| WebhookSecret::parse(&s).expect("a valid webhook secret"))
+    })
+}
+
+/// One webhook request, as `webhook::receive` hands it to `webhook::decode` (the path secret is
+/// checked before that, on its own). The input is a line that says how to build the secret
+/// header and the body's size, then the body:
+///
+/// ```text
+/// <header mode><expected secret><size>[header bytes]\n<body>
+/// ```
+///
+/// - header mode: `R` the right secret, `N` no header, `E` an empty header, `H` the header bytes as
+///   given, `P` the right secret followed by the header bytes, `S` the right secret less its last
+///   character, `C` the right secret with the case of its first letter swapped, `X` the right secret
+///   with one byte replaced (position and byte from the header bytes); any other byte picks one of
+///   these by its value.
+/// - expected secret: `0` 64 characters (as generated), `1` one character, `2` 256 characters (the
+///   longest Telegram allows); other bytes by value.
+/// - size: `=` the body as it is, `.` padded with spaces to exactly [`MAX_BODY`] (still accepted
+///   if it was), `+` padded to `MAX_BODY` + 1 (refused); other bytes mean `=`.
+///
+/// Empty fields take the first choice (an empty input is an empty body with the right secret).
+///
+/// Fails when: `decode` panics; a request without the right secret is anything but `WrongSecret`
+/// (whatever the body, oversize included: 401 before 413, so the unauthenticated learn nothing);
+/// an oversize body with the right secret is anything but `TooLarge`; a body that is not UTF-8 is
+/// accepted; an accepted update's id is not the body's `update_id`; an accepted update, encoded
+/// again, is not accepted again as the same update; an update recorded as undecodable carries a
+/// reason that is not one line; padding a body with whitespace up to the limit changes the verdict;
+/// or the accepted update fails `update_decode`'s checks (what `Service::handle` makes of it).
+pub fn webhook_request(data: &[u8]) {
+    let (head, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let mode = head.first().copied().unwrap_or(b'R');
+    let secrets = webhook_secrets();
+    let secret = &secrets[match head.get(1).copied().unwrap_or(b'0') {
+        b'0' => 0,
+        b'1' => 1,
+        b'2' => 2,
+        other => usize::from(other) % secrets.len(),
+    }];
+    let size = head.get(2).copied().unwrap_or(b'=');
+    let given = head.get(3..).unwrap_or_default();
+
+    let expected = secret.expose().as_bytes();
+    let header: Option<Vec<u8>> = match mode {
+        b'R' => Some(expected.to_vec()),
+        b'N' => None,
+        b'E' => Some(Vec::new()),
+        b'H' => Some(given.to_vec()),
+        b'P' => Some([expected, given].concat()),
+        b'S' => Some(expected[..expected.len() - 1].to_vec()),
+        b'C' => {
+            let mut h = expected.to_vec();
+            if let Some(c) = h.iter_mut().find(|c| c.is_ascii_alphabetic()) {
+                *c ^= 0x20;
+            }
+            Some(h)
+        }
+        b'X' => {
+            let mut h = expected.to_vec();
+            let at = given.first().map_or(0, |&b| usize::from(b)) % h.len();
+            h[at] = given.get(1).copied().unwrap_or(0);
+            Some(h)
+        }
+        other => {
+            // Another byte: one of the modes above, so that mutated inputs still reach each.
+            let modes = *b"RNEHPSCX";
+            let mut d = data.to_vec();
+            d[0] = modes[usize::from(other) % modes.len()];
+            return webhook_request(&d);
+        }
+    };
+    let right = header.as_deref() == Some(expected);
+
+    let mut padding = None;
+    let (body, original) = match size {
+        b'.' | b'+' if body.len() <= MAX_BODY => {
+            let len = if size == b'.' { MAX_BODY } else { MAX_BODY + 1 };
+            let padded = padding.insert(Padded::new(body, len));
+            (padded.bytes(), body)
+        }
+        _ => (body, body),
+    };
+
+    let verdict = webhook::decode(header.as_deref(), secret, body);
+    if !right {
+        assert_eq!(
+            verdict.as_ref().err(),
+            Some(&Rejection::WrongSecret),
+            "a request without the right secret ({} header bytes, body {} bytes) was not refused as 401",
+            header.as_ref().map_or(0, Vec::len),
+            body.len()
+        );
+        return;
+    }
+    if body.len() > MAX_BODY {
+        assert_eq!(
+            verdict.as_ref().err(),
+            Some(&Rejection::TooLarge),
+            "a body of {} bytes was not refused as 413",
+            body.len()
+        );
+        return;
+    }
+    if size == b'.' {
+        // Whitespace after a JSON value changes nothing: the limit is on bytes, nothing else.
+        let unpadded = webhook::decode(header.as_deref(), secret, original);
+        assert_eq!(
+            verdict, unpadded,
+            "padding the body with spaces to MAX_BODY changed the verdict"
+        );
+    }
+    let update = match verdict {
+        Ok(update) => update,
+        Err(rejection) => {
+            assert_eq!(
+                rejection,
+                Rejection::Malformed,
+                "with the right secret and a body within the limit"
+            );
+            return;
+        }
+    };
+    let text = std::str::from_utf8(body).expect("a body that is not UTF-8 was accepted");
+    // The id the dispatcher records is the one Telegram sent (when the body is plain JSON: a lone
+    // surrogate, which `decode` accepts as undecodable, is no `Value`).
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) {
+        assert_eq!(
+            fields.get("update_id").and_then(serde_json::Value::as_u64),
+            Some(u64::from(update.id.0)),
+            "the accepted update's id is not the body's update_id"
+        );
+    }
+    if serde_json::from_str::<Update>(text).is_err() {
+        // Accepted although teloxide refuses it: recorded as undecodable (skipped by Service::handle,
+        // which logs the reason on one line) under its id, rather than refused for ever.
+        let reason = match &update.kind {
+            UpdateKind::Error(value) => value.get(UNDECODABLE).and_then(serde_json::Value::as_str),
+            _ => None,
+        };
+        let reason = reason.expect("an update teloxide refuses was accepted, not as undecodable");
+        assert!(
+            !reason.contains('\n'),
+            "undecodable reason on several lines: {reason:?}"
+        );
+    }
+    // An accepted update encoded again (as Telegram would deliver it once more) is accepted again as
+    // the same update: nothing the bot keeps of it depends on how the JSON was spelled.
+    let again = serde_json::to_vec(&update).expect("an accepted update encodes");
+    match webhook::decode(Some(expected), secret, &again) {
+        Ok(second) => {
+            assert_eq!(second.id, update.id, "re-decoded with another id");
+            if !matches!(update.kind, UpdateKind::Error(_)) {
+                assert_eq!(second, update, "re-decoded as another update");
+            }
+        }
+        Err(rejection) => panic!(
+            "an accepted update, encoded again, is refused ({rejection:?}): {}",
+            String::from_utf8_lossy(&again)
+        ),
+    }
+    check_update(&update);
 }
 
 #[cfg(test)]

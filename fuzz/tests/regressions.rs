@@ -63,3 +63,11 @@ fn update_decode() {
         &replay("update_decode", cryptobot_fuzz::update_decode),
     );
 }
+
+#[test]
+fn webhook_request() {
+    assert_none_failed(
+        "webhook_request",
+        &replay("webhook_request", cryptobot_fuzz::webhook_request),
+    );
+}
