@@ -529,19 +529,7 @@ impl Lease {
     /// `LISTEN`s on the bot's control channel on a connection of its own: what the leader hears
     /// `cryptobot lease release|takeover` on.
     pub async fn listen_control(&self) -> Result<ControlListener, LeaseError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(self.query_timeout.max(Duration::from_secs(1)))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(self.options.clone());
-        let listen = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(&control_channel(self.bot_id)).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let inner = self.bounded("listen", listen).await?;
+        let inner = self.listen_on(&control_channel(self.bot_id)).await?;
         Ok(ControlListener {
             inner,
             redactor: self.redactor.clone(),
@@ -624,6 +612,17 @@ impl Lease {
 
     /// `LISTEN`s on [`channel`]`(bot_id)` on a connection of its own.
     pub async fn listen(&self) -> Result<ReleaseListener, LeaseError> {
+        let inner = self.listen_on(&channel(self.bot_id)).await?;
+        Ok(ReleaseListener {
+            inner,
+            redactor: self.redactor.clone(),
+            target: self.target.clone(),
+        })
+    }
+
+    /// A `PgListener` on `channel`, on a connection of its own (kept open: no idle or lifetime limit),
+    /// bounded like every call.
+    async fn listen_on(&self, channel: &str) -> Result<PgListener, LeaseError> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
@@ -633,15 +632,10 @@ impl Lease {
             .connect_lazy_with(self.options.clone());
         let listen = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(&channel(self.bot_id)).await?;
+            listener.listen(channel).await?;
             Ok::<_, sqlx::Error>(listener)
         };
-        let inner = self.bounded("listen", listen).await?;
-        Ok(ReleaseListener {
-            inner,
-            redactor: self.redactor.clone(),
-            target: self.target.clone(),
-        })
+        self.bounded("listen", listen).await
     }
 
     /// Closes the pool (after [`Lease::release`], on a clean stop). Bounded.
