@@ -124,6 +124,17 @@ impl Fleet {
             .text
     }
 
+    /// Starts hosts 0 and 1, waits until both are READY and one leads: their notify sockets (kept
+    /// open), the two processes and the leader's index.
+    fn start_two(&self) -> ([NotifySocket; 2], [BotProcess; 2], usize) {
+        let notifies = [NotifySocket::new(), NotifySocket::new()];
+        let bots = [self.spawn(0, &notifies[0]), self.spawn(1, &notifies[1])];
+        notifies[0].wait_for("READY=1", T);
+        notifies[1].wait_for("READY=1", T);
+        let leader = leader_of(&[&bots[0], &bots[1]]);
+        (notifies, bots, leader)
+    }
+
     /// Sends /ping from a new chat and waits for its pong.
     fn ping(&self, chat: i64) {
         self.api.inject_message(self.id, chat, "/ping");
@@ -230,11 +241,7 @@ fn three_hosts_started_at_once_exactly_one_polls() {
 #[test]
 fn a_clean_stop_of_the_leader_hands_over_at_once_losing_and_repeating_nothing() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     let standby = 1 - leader;
     for chat in 1..=3 {
         fleet.ping(chat);
@@ -268,11 +275,7 @@ fn a_clean_stop_of_the_leader_hands_over_at_once_losing_and_repeating_nothing() 
 #[test]
 fn a_killed_leader_is_replaced_within_the_ttl() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     let standby = 1 - leader;
     fleet.ping(1);
     let killed = Instant::now();
@@ -292,11 +295,7 @@ fn a_killed_leader_is_replaced_within_the_ttl() {
 #[test]
 fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     let standby = 1 - leader;
     fleet.ping(1);
     fleet.wait_outbox_empty();
@@ -325,11 +324,7 @@ fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
 #[test]
 fn the_next_leader_sees_the_alerts_and_handled_updates_of_the_last() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     let standby = 1 - leader;
     let set = fleet.ask(40, "/alert btc above 1000000", "Alert #");
     fleet.wait_outbox_empty();
@@ -352,11 +347,7 @@ fn the_next_leader_sees_the_alerts_and_handled_updates_of_the_last() {
 #[test]
 fn lease_release_makes_the_leader_hand_over_and_exit_to_come_back_as_a_standby() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     let standby = 1 - leader;
     fleet.ping(1);
     let (code, shown, _) = fleet.lease_command(standby, "show");
@@ -419,11 +410,7 @@ fn lease_release_makes_the_leader_hand_over_and_exit_to_come_back_as_a_standby()
 #[test]
 fn leader_connections_killed_and_postgres_restarted_never_two_pollers_and_leadership_settles() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let notifies = [NotifySocket::new(), NotifySocket::new()];
-    let mut bots = [fleet.spawn(0, &notifies[0]), fleet.spawn(1, &notifies[1])];
-    notifies[0].wait_for("READY=1", T);
-    notifies[1].wait_for("READY=1", T);
-    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let (_notify, mut bots, leader) = fleet.start_two();
     fleet.ping(1);
 
     // Every connection of the leader (lease, shared store, listeners) is terminated: the pools
