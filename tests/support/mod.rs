@@ -157,16 +157,42 @@ pub fn run_command_to_end(mut cmd: Command, timeout: Duration) -> (ExitStatus, S
 #[derive(Default)]
 struct Output {
     lines: Mutex<Vec<String>>,
+    /// Set once the pipe reached end of file: every line the child wrote is in `lines`.
+    eof: std::sync::atomic::AtomicBool,
     changed: Condvar,
 }
 
+impl Output {
+    /// Waits (bounded) until the pump saw end of file; false when `deadline` passed first.
+    fn wait_eof(&self, deadline: Instant) -> bool {
+        let mut lines = self.lines.lock().unwrap();
+        while !self.eof.load(std::sync::atomic::Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines = self.changed.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+        true
+    }
+}
+
+/// Reads `stream` line by line into `out` until end of file or a read error. Bytes that are not UTF-8
+/// are kept (lossily), so one bad byte never hides the lines after it.
 fn pump(stream: impl std::io::Read + Send + 'static, out: Arc<Output>) {
     std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
+        for line in BufReader::new(stream).split(b'\n') {
             let Ok(line) = line else { break };
-            out.lines.lock().unwrap().push(line);
+            out.lines
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&line).into_owned());
             out.changed.notify_all();
         }
+        // Under the lock, so a waiter cannot miss the wake-up between its check and its wait.
+        let _guard = out.lines.lock().unwrap();
+        out.eof.store(true, std::sync::atomic::Ordering::Release);
+        out.changed.notify_all();
     });
 }
 
@@ -182,11 +208,14 @@ impl BotProcess {
     pub fn adopt(mut child: Child) -> Self {
         let stdout = Arc::new(Output::default());
         let stderr = Arc::new(Output::default());
-        if let Some(s) = child.stdout.take() {
-            pump(s, Arc::clone(&stdout));
+        // A stream that is not piped has nothing to read: it is at end of file from the start.
+        match child.stdout.take() {
+            Some(s) => pump(s, Arc::clone(&stdout)),
+            None => stdout.eof.store(true, std::sync::atomic::Ordering::Release),
         }
-        if let Some(s) = child.stderr.take() {
-            pump(s, Arc::clone(&stderr));
+        match child.stderr.take() {
+            Some(s) => pump(s, Arc::clone(&stderr)),
+            None => stderr.eof.store(true, std::sync::atomic::Ordering::Release),
         }
         Self {
             child,
@@ -236,7 +265,9 @@ impl BotProcess {
             .expect("kill");
     }
 
-    /// Waits for the exit (bounded), then gives the output pumps a moment to drain.
+    /// Waits for the exit (bounded), then until both output pumps read to end of file, so `stdout()`
+    /// and `stderr()` hold everything the child wrote. The pipes close when the child exits (no
+    /// child of ours leaves a grandchild holding them); the bound only guards against one that does.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if let Some(s) = self.status {
             return s;
@@ -245,10 +276,14 @@ impl BotProcess {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.status = Some(status);
-                // The pipes close when the child exits; wait (bounded) until both pumps saw EOF.
-                let drain = Instant::now() + Duration::from_secs(2);
-                while Arc::strong_count(&self.stderr) > 1 && Instant::now() < drain {
-                    std::thread::sleep(Duration::from_millis(5));
+                let drain = Instant::now() + Duration::from_secs(30);
+                for (name, out) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+                    assert!(
+                        out.wait_eof(drain),
+                        "process {} exited ({status}) but its {name} was still open 30 s later \
+                         (a grandchild holding the pipe?)",
+                        self.pid()
+                    );
                 }
                 return status;
             }
