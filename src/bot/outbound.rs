@@ -12,7 +12,7 @@
 //! by every host with the PostgreSQL lease. With the lease, nothing is sent after the lease window
 //! closed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -194,6 +194,8 @@ impl Outbound {
         let mut queue: VecDeque<OutboxMessage> = VecDeque::new();
         let mut last_id = 0;
         let mut chats: HashMap<i64, ChatState> = HashMap::new();
+        // The chats already looked at in one pick (kept to reuse its allocation).
+        let mut seen: HashSet<i64> = HashSet::new();
         let mut global = Bucket::new(
             self.limits.global_rate,
             self.limits.global_burst,
@@ -224,7 +226,7 @@ impl Outbound {
             let now = Instant::now();
             let mut pick = None;
             let mut earliest = now + Duration::from_secs(60);
-            let mut seen = std::collections::HashSet::new();
+            seen.clear();
             for (i, m) in queue.iter().enumerate() {
                 if !seen.insert(m.chat_id) {
                     continue; // only a chat's oldest message is a candidate: per-chat order

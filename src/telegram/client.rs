@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use teloxide::Bot;
 use teloxide::payloads::GetUpdatesSetters;
-use teloxide::requests::Requester;
+use teloxide::requests::{JsonRequest, Payload, Requester};
 use teloxide::types::{BotCommand, ChatId, Me, Update, UpdateId, UpdateKind};
 
 use super::errors::ApiFailure;
@@ -154,13 +154,20 @@ impl Client {
         Instant::now() + timeout + POLL_MARGIN
     }
 
+    /// `sendMessage` with a plain text. The answer's `Message` is not decoded (see [`SendText`]).
     pub async fn send_message(
         &self,
         chat: ChatId,
         text: &str,
     ) -> std::result::Result<(), ApiFailure> {
         self.call("sendMessage", REQUEST_DEADLINE, |bot| {
-            bot.send_message(chat, text)
+            JsonRequest::new(
+                bot.clone(),
+                SendText {
+                    chat_id: chat.0,
+                    text: text.to_owned(),
+                },
+            )
         })
         .await
         .map(drop)
@@ -211,6 +218,22 @@ impl Client {
         .await
         .map(drop)
     }
+}
+
+/// The payload of `sendMessage` as the outbound queue sends it: a chat and a plain text. teloxide's own
+/// `SendMessage` decodes the answer into a full `Message` (through serde's buffered `Content`, as its
+/// types are flattened), which nothing here reads; this one skips the answer's `result` unread
+/// ([`serde::de::IgnoredAny`]). Errors (`ok: false`, 429's `retry_after`, ...) are decoded by teloxide
+/// as for any request, so [`ApiFailure`] classifies them the same way.
+#[derive(serde::Serialize)]
+struct SendText {
+    chat_id: i64,
+    text: String,
+}
+
+impl Payload for SendText {
+    type Output = serde::de::IgnoredAny;
+    const NAME: &'static str = "sendMessage";
 }
 
 /// Decodes one update's JSON text. An update that does not decode but has a readable `update_id`
