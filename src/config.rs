@@ -304,8 +304,8 @@ fn parse_url(value: &str, origin: &str, example: &str) -> Result<url::Url> {
 }
 
 fn check_log_filter(filter: &str, origin: &str) -> Result<()> {
-    tracing_subscriber::EnvFilter::builder()
-        .parse(filter)
+    filter
+        .parse::<tracing_subscriber::filter::Targets>()
         .map(drop)
         .map_err(|e| {
             Failure::config(format!(

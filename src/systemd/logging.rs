@@ -7,12 +7,21 @@
 
 use std::sync::OnceLock;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{Registry, reload};
 
 /// The installed filter, replaceable by a reload (`set_filter`).
-static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+static FILTER: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
+
+/// `filter` as a [`Targets`] filter (`level` or `target=level`, comma-separated). The config loader
+/// refused anything else, so this falls back to `info` only for a caller that skipped it.
+pub fn parse_filter(filter: &str) -> Targets {
+    filter
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+}
 
 /// Where log records go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +46,7 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. `filter` was validated by the config loader.
 pub fn init(filter: &str) -> Target {
-    let (filter, handle) = reload::Layer::new(EnvFilter::builder().parse_lossy(filter));
+    let (filter, handle) = reload::Layer::new(parse_filter(filter));
     let registry = tracing_subscriber::registry().with(filter);
     let target = if stderr_is_journal()
         && let Ok(layer) = tracing_journald::layer()
@@ -64,7 +73,7 @@ pub fn init(filter: &str) -> Target {
 pub fn set_filter(filter: &str) -> Result<(), String> {
     match FILTER.get() {
         Some(handle) => handle
-            .reload(EnvFilter::builder().parse_lossy(filter))
+            .reload(parse_filter(filter))
             .map_err(|e| e.to_string()),
         None => Ok(()),
     }
