@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use fake_bot_api::FakeBotApi;
 use nix::sys::signal::Signal;
 use support::postgres::TempPostgres;
-use support::{BotProcess, Host, NotifySocket, assert_no_token, random_token, run_command_to_end};
+use support::{
+    BotProcess, Host, NotifySocket, assert_no_token, free_port, http_get, random_token,
+    run_command_to_end,
+};
 
 const T: Duration = Duration::from_secs(20);
 const TTL: u64 = 4;
@@ -54,16 +57,20 @@ impl Fleet {
     }
 
     fn spawn(&self, host: usize, notify: &NotifySocket) -> BotProcess {
+        self.spawn_with(host, notify, &[])
+    }
+
+    /// [`Fleet::spawn`] with more environment (`CRYPTOBOT_LISTEN`, ...).
+    fn spawn_with(&self, host: usize, notify: &NotifySocket, extra: &[(&str, &str)]) -> BotProcess {
         let url = self.pg.url();
         let ttl = TTL.to_string();
-        self.hosts[host].spawn_run(
-            Some(notify),
-            &[
-                ("CRYPTOBOT_COORDINATION", "postgres"),
-                ("CRYPTOBOT_DATABASE_URL", &url),
-                ("CRYPTOBOT_LEASE_TTL", &ttl),
-            ],
-        )
+        let mut env = vec![
+            ("CRYPTOBOT_COORDINATION", "postgres"),
+            ("CRYPTOBOT_DATABASE_URL", url.as_str()),
+            ("CRYPTOBOT_LEASE_TTL", ttl.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        self.hosts[host].spawn_run(Some(notify), &env)
     }
 
     /// `cryptobot ARGS` of `host` in a UTS namespace of its own whose host name is `name` (root
@@ -270,6 +277,53 @@ fn a_clean_stop_of_the_leader_hands_over_at_once_losing_and_repeating_nothing() 
     let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
     chats.sort_unstable();
     assert_eq!(chats, vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// `/metrics` of the host that leads: `cryptobot_role{role="leader"} 1`, on the first leader and on its
+/// successor after a handover. (The HTTP listener opens once the instance leads: a standby serves
+/// nothing yet.)
+#[test]
+fn the_leader_says_so_in_its_metrics_and_so_does_its_successor() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let addrs = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let notifies = [NotifySocket::new(), NotifySocket::new()];
+    let mut bots = [
+        fleet.spawn_with(0, &notifies[0], &[("CRYPTOBOT_LISTEN", &addrs[0])]),
+        fleet.spawn_with(1, &notifies[1], &[("CRYPTOBOT_LISTEN", &addrs[1])]),
+    ];
+    notifies[0].wait_for("READY=1", T);
+    notifies[1].wait_for("READY=1", T);
+    let leader = leader_of(&[&bots[0], &bots[1]]);
+    let standby = 1 - leader;
+    let role_leader = "cryptobot_role{role=\"leader\"} 1";
+    let metrics = metrics_when_listening(&addrs[leader]);
+    assert!(metrics.contains(role_leader), "{metrics}");
+    assert!(!metrics.contains("role=\"standby\""), "{metrics}");
+
+    bots[leader].signal(Signal::SIGTERM);
+    bots[standby].wait_for_stderr(LEADER, T);
+    let metrics = metrics_when_listening(&addrs[standby]);
+    assert!(metrics.contains(role_leader), "{metrics}");
+    assert!(!metrics.contains("role=\"standby\""), "{metrics}");
+    assert_eq!(bots[leader].wait_exit(T).code(), Some(0));
+}
+
+/// `/metrics` from `addr`, once something listens there (bounded by `T`).
+fn metrics_when_listening(addr: &str) -> String {
+    let deadline = Instant::now() + T;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listened on {addr} within {T:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[test]

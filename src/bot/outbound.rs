@@ -360,6 +360,71 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    /// With the PostgreSQL lease, a message is sent only while the lease window is open: once it
+    /// closed (the lease lost, or a leader resumed after a freeze past its TTL), what is queued stays in
+    /// the outbox for the next leader and the queue stops by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_sent_once_the_lease_window_closed() {
+        let fake = fake_bot_api::FakeBotApi::start();
+        let token = "7000123:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let bot = fake.add_bot(token, "outbound_test_bot");
+        fake.inject_message(bot, 5, "/start"); // the fake knows a chat once it wrote to the bot
+        let bot_id = bot as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let client = Client::new(
+            &crate::secret::Token::parse(token).unwrap(),
+            &fake.url().parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let window = Arc::new(LeaseWindow::new());
+        window.extend(Instant::now(), Duration::from_secs(60));
+        let wake = Arc::new(Wake::default());
+        let outbound = Outbound {
+            store: store.clone(),
+            client,
+            bot_id,
+            limits: Limits::default(),
+            wake: Arc::clone(&wake),
+            status: Arc::new(LiveStatus::new()),
+            lease: Some(Arc::clone(&window)),
+        };
+        store
+            .mark_handled(bot_id, 1, &[(5, "while leading".to_owned())])
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(outbound.run(cancel.clone()));
+        let first = tokio::task::spawn_blocking(move || {
+            let sent =
+                fake.wait_for_sent(bot, |m| m.text == "while leading", Duration::from_secs(10));
+            (fake, sent)
+        });
+        let (fake, sent) = first.await.unwrap();
+        sent.expect("the message queued while leading is sent");
+
+        window.lose();
+        store
+            .mark_handled(bot_id, 2, &[(5, "after the lease".to_owned())])
+            .await
+            .unwrap();
+        wake.wake();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the queue did not stop within 10 s of the lease window closing")
+            .unwrap();
+        cancel.cancel();
+        let texts: Vec<String> = fake.sent(bot).into_iter().map(|m| m.text).collect();
+        assert_eq!(texts, ["while leading"]);
+        let left = store.outbox(bot_id, 0, 10).await.unwrap();
+        assert_eq!(
+            left.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["after the lease"],
+            "left in the outbox for the next leader"
+        );
+    }
+
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
         let t0 = Instant::now();
