@@ -1,8 +1,10 @@
 //! `cryptobot run`: the order in which the guarantees are put in place.
 //!
 //! 1. lock (G1) — before any Telegram call; then the state store (the last handled update, G4);
-//! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded; then the mode: polling
-//!    deletes a webhook this bot set earlier, webhook mode sets it (`setWebhook` with the secret);
+//! 2. `getMe` — a rejected token is exit 78, READY=1 only after it succeeded; with the PostgreSQL lease,
+//!    a standby until the lease is ours (READY with STATUS=standby; /healthz and /metrics served on the
+//!    listener meanwhile, everything else 503); then the mode: polling deletes a webhook this bot set
+//!    earlier, webhook mode sets it (`setWebhook` with the secret);
 //! 3. the outbound queue, the alert checker, the HTTP listener (with the webhook route in webhook mode);
 //!    READY=1, the supervisor (STATUS=, WATCHDOG= fed by the loop's liveness: G5, status file);
 //! 4. the update loop (or, in webhook mode, the keeper of the webhook route's liveness) until
@@ -143,6 +145,9 @@ async fn serve(
 const CLOSE_STEP_BOUND: Duration = Duration::from_secs(5);
 
 /// Opens the resources (registering their closing in `cleanup`), then polls until stopped.
+/// How long a standby's HTTP server may take to finish its requests once the lease is ours.
+const STANDBY_HTTP_DRAIN: Duration = Duration::from_secs(2);
+
 async fn serve_until_stopped(
     config: &Config,
     guard: &InstanceGuard,
@@ -179,26 +184,57 @@ async fn serve_until_stopped(
         return Ok(()); // stopped before Telegram answered
     };
     tracing::info!(bot_id, username = %me.username(), "Telegram accepted the token");
+    // Liveness window of /healthz: a long poll plus its margin, or the watchdog's timeout.
+    let window = watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN);
+    let http_state = HttpState {
+        liveness: Arc::clone(&liveness),
+        status: Arc::clone(&status),
+        window,
+    };
     // coordination = "postgres": a standby until the lease is ours (G2); everything below is the leader's.
+    // A standby serves /healthz and /metrics (role "standby") on the listener meanwhile.
     let leadership = match (
         &config.settings.coordination.coordination,
         &config.database_url,
     ) {
-        (Coordination::Postgres, Some(url)) => match leadership::acquire(
-            url,
-            lease_end,
-            bot_id,
-            config.settings.coordination.lease_ttl,
-            &status,
-            &liveness,
-            notifier,
-            cancel,
-        )
-        .await?
-        {
-            Some(leadership) => Some(Arc::new(leadership)),
-            None => return Ok(()), // stopped while a standby
-        },
+        (Coordination::Postgres, Some(url)) => {
+            let standby_stop = cancel.child_token();
+            let standby_http = match &http {
+                Some((listener, _)) => Some(
+                    crate::http::serve_standby(listener, http_state.clone(), standby_stop.clone())
+                        .map_err(|e| {
+                            Failure::io(format!("cannot serve the HTTP listener as a standby: {e}"))
+                        })?,
+                ),
+                None => None,
+            };
+            let acquired = leadership::acquire(
+                url,
+                lease_end,
+                bot_id,
+                config.settings.coordination.lease_ttl,
+                &status,
+                &liveness,
+                notifier,
+                cancel,
+            )
+            .await;
+            // The standby's server ends before the leader's starts; a request that does not finish
+            // (a client that stalls mid-request) must not hold up the leader: bounded, then aborted.
+            standby_stop.cancel();
+            if let Some(mut server) = standby_http {
+                match tokio::time::timeout(STANDBY_HTTP_DRAIN, &mut server).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => tracing::warn!(bot_id, "the standby's HTTP server: {e}"),
+                    Ok(Err(e)) => tracing::warn!(bot_id, "the standby's HTTP server: {e}"),
+                    Err(_) => server.abort(),
+                }
+            }
+            match acquired? {
+                Some(leadership) => Some(Arc::new(leadership)),
+                None => return Ok(()), // stopped while a standby
+            }
+        }
         _ => None,
     };
     if let Some(leader) = &leadership {
@@ -339,9 +375,6 @@ async fn serve_until_stopped(
         bot_id,
         handled_before,
     );
-    // Liveness window of /healthz: a long poll plus its margin, or the watchdog's timeout.
-    let window = watchdog_timeout.unwrap_or(poll_timeout + crate::telegram::client::POLL_MARGIN);
-
     // Webhook mode: the dispatcher is shared by the route and the keeper that feeds the watchdog.
     let credentials = webhook.clone().map(|secret| {
         Arc::new(std::sync::RwLock::new(crate::webhook::Credentials::new(
@@ -363,11 +396,7 @@ async fn serve_until_stopped(
         None => (None, None, Some(dispatcher)),
     };
     if let Some((listener, origin)) = http {
-        let state = HttpState {
-            liveness: Arc::clone(&liveness),
-            status: Arc::clone(&status),
-            window,
-        };
+        let state = http_state;
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())

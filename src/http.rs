@@ -4,6 +4,10 @@
 //! `/healthz` is cheap and makes no Telegram call: 200 when the update loop is live (the same
 //! `Liveness` the watchdog reads) and this process holds its instance lock (it cannot serve otherwise:
 //! the listener is opened after the lock); 503 with a JSON reason when the loop made no progress.
+//!
+//! With the PostgreSQL lease, a standby serves `/healthz` and `/metrics` too ([`serve_standby`]: its
+//! loop is the lease acquisition, its role "standby"); anything else, Telegram's webhook route included,
+//! gets 503 until it leads, when the leader's server takes over the same listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,4 +78,27 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
+}
+
+/// A standby's server: [`router`] on a duplicate of `listener` (the leader serves the original later),
+/// every other path 503. Ends when `stop` is cancelled, after the requests in progress; connections
+/// that arrive after that wait in the listener's backlog for the leader's server.
+pub fn serve_standby(
+    listener: &std::net::TcpListener,
+    state: HttpState,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let duplicate = listener.try_clone()?;
+    let not_leading = Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this instance is a standby: another host holds the lease\n",
+        )
+    });
+    Ok(tokio::spawn(serve(
+        duplicate,
+        state,
+        Some(not_leading),
+        stop,
+    )))
 }

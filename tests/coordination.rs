@@ -279,11 +279,11 @@ fn a_clean_stop_of_the_leader_hands_over_at_once_losing_and_repeating_nothing() 
     assert_eq!(chats, vec![1, 2, 3, 4, 5, 6]);
 }
 
-/// `/metrics` of the host that leads: `cryptobot_role{role="leader"} 1`, on the first leader and on its
-/// successor after a handover. (The HTTP listener opens once the instance leads: a standby serves
-/// nothing yet.)
+/// `/metrics` says each instance's role: `cryptobot_role{role="leader"} 1` on the leader,
+/// `role="standby"` on the standby (which also answers /healthz, and 503 to anything else), and the
+/// successor says "leader" after a handover, on the same listener.
 #[test]
-fn the_leader_says_so_in_its_metrics_and_so_does_its_successor() {
+fn metrics_say_leader_and_standby_and_the_successor_switches() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
     let addrs = [
         format!("127.0.0.1:{}", free_port()),
@@ -299,16 +299,41 @@ fn the_leader_says_so_in_its_metrics_and_so_does_its_successor() {
     let leader = leader_of(&[&bots[0], &bots[1]]);
     let standby = 1 - leader;
     let role_leader = "cryptobot_role{role=\"leader\"} 1";
+    let role_standby = "cryptobot_role{role=\"standby\"} 1";
     let metrics = metrics_when_listening(&addrs[leader]);
     assert!(metrics.contains(role_leader), "{metrics}");
     assert!(!metrics.contains("role=\"standby\""), "{metrics}");
+    let metrics = metrics_when_listening(&addrs[standby]);
+    assert!(metrics.contains(role_standby), "{metrics}");
+    assert!(!metrics.contains("role=\"leader\""), "{metrics}");
+    let (status, body) = http_get(&addrs[standby], "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&addrs[standby], "/webhook-or-anything");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("standby"), "{body}");
 
     bots[leader].signal(Signal::SIGTERM);
     bots[standby].wait_for_stderr(LEADER, T);
-    let metrics = metrics_when_listening(&addrs[standby]);
-    assert!(metrics.contains(role_leader), "{metrics}");
+    let metrics = metrics_when_leader(&addrs[standby]);
     assert!(!metrics.contains("role=\"standby\""), "{metrics}");
     assert_eq!(bots[leader].wait_exit(T).code(), Some(0));
+}
+
+/// `/metrics` from `addr` once it says `role="leader"` (bounded by `T`): the successor's leader server
+/// takes the listener over from its standby server.
+fn metrics_when_leader(addr: &str) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let metrics = metrics_when_listening(addr);
+        if metrics.contains("cryptobot_role{role=\"leader\"} 1") {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not report role=\"leader\" within {T:?}:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `/metrics` from `addr`, once something listens there (bounded by `T`).
