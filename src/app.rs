@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::bot::outbound::{Limits, Outbound, Wake};
 use crate::bot::prices::CoinGecko;
 use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
-use crate::config::{Config, Coordination, Mode, WebhookSecret};
+use crate::config::{Config, Coordination, Mode};
 use crate::exit::{Code, Failure, Result};
 use crate::http::HttpState;
 use crate::instance::guard::InstanceGuard;
@@ -38,13 +38,14 @@ use crate::store::{PgStore, Store};
 use crate::systemd::activation;
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::{self, Liveness};
-use crate::telegram::backoff::Backoff;
 use crate::telegram::client::Client;
-use crate::telegram::errors::FailureKind;
 use crate::telegram::poller::{Confirmation, Poller, PollerOptions, confirm_offset};
 
-/// Attempts at `getMe` before giving up at start (Telegram or the network is down).
-const GET_ME_ATTEMPTS: u32 = 5;
+mod startup;
+mod supervisor;
+
+use startup::{enter_webhook_mode, get_me, leave_webhook_mode};
+use supervisor::{supervise, write_status};
 
 /// Runs the bot until it is stopped. Returns the failure that ended it, if any.
 pub fn run(config: Config, reload: ReloadSource) -> Result<()> {
@@ -510,222 +511,4 @@ async fn serve_until_stopped(
         "polling for updates"
     );
     poller.run(cancel).await
-}
-
-/// Polling mode: a webhook this bot set in webhook mode is deleted (going back to polling); with
-/// `delete_webhook = true` any webhook is. Another webhook is left alone: the first poll then meets
-/// the 409 that names it.
-async fn leave_webhook_mode(client: &Client, store: &Store, bot_id: u64, delete_any: bool) {
-    let ours = match store.webhook_url(bot_id).await {
-        Ok(url) => url,
-        Err(e) => {
-            tracing::warn!(bot_id, "cannot read the webhook state: {e}");
-            None
-        }
-    };
-    if ours.is_none() && !delete_any {
-        return;
-    }
-    // Idempotent: Telegram answers ok when no webhook is set.
-    match client.delete_webhook().await {
-        Ok(()) => {
-            if ours.is_some() {
-                tracing::info!(
-                    bot_id,
-                    "back to polling: deleted the webhook this bot set in webhook mode"
-                );
-                if let Err(e) = store.set_webhook_url(bot_id, None).await {
-                    tracing::warn!(bot_id, "cannot record that the webhook is deleted: {e}");
-                }
-            } else {
-                tracing::info!(
-                    bot_id,
-                    "webhook deleted if one was set (delete_webhook = true)"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(bot_id, "could not delete the webhook: {e}"),
-    }
-}
-
-/// Webhook mode: the secret (configured, or generated once and kept in the store), then `setWebhook`
-/// (retried like `getMe`; Telegram refusing the URL is a configuration error). `None` when stopped
-/// before Telegram answered.
-async fn enter_webhook_mode(
-    config: &Config,
-    client: &Client,
-    store: &Store,
-    cancel: &CancellationToken,
-    status: &LiveStatus,
-    liveness: &Liveness,
-) -> Result<Option<WebhookSecret>> {
-    let bot_id = config.token.bot_id();
-    let io = |e: crate::store::Error| {
-        Failure::io(format!(
-            "{}: cannot keep the webhook secret ({e})",
-            store.describe()
-        ))
-    };
-    let secret = match &config.webhook_secret {
-        Some(secret) => secret.clone(),
-        None => match store.webhook_secret(bot_id).await.map_err(io)? {
-            Some(kept) => WebhookSecret::parse(&kept).map_err(|why| {
-                Failure::io(format!(
-                    "{}: the kept webhook secret {why}",
-                    store.describe()
-                ))
-            })?,
-            None => {
-                let secret = WebhookSecret::generate()?;
-                store
-                    .save_webhook_secret(bot_id, secret.expose())
-                    .await
-                    .map_err(io)?;
-                tracing::info!(
-                    bot_id,
-                    "generated a webhook secret, kept in the state store"
-                );
-                secret
-            }
-        },
-    };
-    let public_url = config
-        .settings
-        .webhook
-        .public_url
-        .as_ref()
-        .ok_or_else(|| Failure::config("mode = \"webhook\" needs public_url"))?;
-    let url = crate::webhook::webhook_url(public_url, &secret);
-    // The log names the public part only: the path is derived from the secret.
-    let shown = public_url.as_str().trim_end_matches('/').to_owned() + "/telegram/<path secret>";
-    let set = with_start_retries("setWebhook", cancel, status, liveness, || {
-        client.set_webhook(url.clone(), secret.expose())
-    })
-    .await?;
-    if set.is_none() {
-        return Ok(None);
-    }
-    if let Err(e) = store.set_webhook_url(bot_id, Some(url.as_str())).await {
-        tracing::warn!(bot_id, "cannot record the webhook URL: {e}");
-    }
-    tracing::info!(bot_id, "webhook set: Telegram POSTs updates to {shown}");
-    Ok(Some(secret))
-}
-
-/// `getMe` with a few retries for network faults; a rejected token is fatal at once.
-async fn get_me(
-    client: &Client,
-    cancel: &CancellationToken,
-    status: &LiveStatus,
-    liveness: &Liveness,
-) -> Result<Option<teloxide::types::Me>> {
-    with_start_retries("getMe", cancel, status, liveness, || client.get_me()).await
-}
-
-/// A call made once at start, retried ([`GET_ME_ATTEMPTS`] in all, with backoff) on faults of
-/// Telegram or the network. A rejected token, or a request Telegram refuses as such (400: a bad
-/// webhook URL), is a configuration error at once; still failing after the attempts is exit 1 (the
-/// unit restarts the service later). `None` when stopped meanwhile.
-async fn with_start_retries<T, F, Fut>(
-    method: &str,
-    cancel: &CancellationToken,
-    status: &LiveStatus,
-    liveness: &Liveness,
-    mut call: F,
-) -> Result<Option<T>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, crate::telegram::errors::ApiFailure>>,
-{
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-    loop {
-        liveness.busy_until(Instant::now() + crate::telegram::client::REQUEST_DEADLINE);
-        let failure = tokio::select! {
-            () = cancel.cancelled() => return Ok(None),
-            r = call() => match r {
-                Ok(value) => {
-                    liveness.beat();
-                    return Ok(Some(value));
-                }
-                Err(f) => f,
-            },
-        };
-        match failure.kind {
-            FailureKind::Unauthorized => {
-                return Err(Failure::config(format!(
-                    "Telegram rejected the token (401 Unauthorized); check it, or get the current one from @BotFather ({failure})"
-                )));
-            }
-            FailureKind::Api => {
-                return Err(Failure::config(format!(
-                    "Telegram refused {method} ({failure}); check the configuration (for setWebhook: public_url must be an https URL on port 443, 80, 88 or 8443 that reaches this service)"
-                )));
-            }
-            _ => {}
-        }
-        if backoff.attempts() + 1 >= GET_ME_ATTEMPTS {
-            return Err(Failure::new(
-                crate::exit::Code::Problem,
-                format!(
-                    "cannot reach the Bot API after {GET_ME_ATTEMPTS} attempts at {method} ({failure}); check the network and CRYPTOBOT_API_URL"
-                ),
-            ));
-        }
-        let delay = backoff.next_delay();
-        status.set_state(State::Degraded(failure.detail.clone()));
-        tracing::warn!(
-            error_kind = failure.kind.name(),
-            "{failure}; retrying {method} in {:.1} s",
-            delay.as_secs_f64()
-        );
-        liveness.busy_until(Instant::now() + delay);
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(None),
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-fn write_status(file: &StatusFile, status: &LiveStatus) {
-    if let Err(e) = file.write(&status.snapshot()) {
-        tracing::debug!("cannot write the status file: {e}");
-    }
-}
-
-/// Keeps STATUS= and the status file current, and feeds the watchdog only while the loop is alive.
-async fn supervise(
-    notifier: Notifier,
-    liveness: Arc<Liveness>,
-    status: Arc<LiveStatus>,
-    file: StatusFile,
-    watchdog_timeout: Option<Duration>,
-    cancel: CancellationToken,
-) {
-    let period = watchdog_timeout.map_or(Duration::from_secs(1), |wd| {
-        (wd / 2).min(Duration::from_secs(1))
-    });
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut starved = false;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        notifier.status(&status.status_line());
-        write_status(&file, &status);
-        if let Some(wd) = watchdog_timeout {
-            if liveness.is_alive(wd) {
-                notifier.watchdog();
-                starved = false;
-            } else if !starved {
-                starved = true;
-                tracing::error!(
-                    "the update loop made no progress for {} s: withholding WATCHDOG=1 so systemd restarts the service",
-                    wd.as_secs()
-                );
-            }
-        }
-    }
-    write_status(&file, &status);
 }
