@@ -26,7 +26,7 @@ use crate::bot::service::BotSettings;
 use crate::bot::{Context, Service};
 use crate::config::{Config, Coordination, Mode};
 use crate::exit::{Code, Failure, Result};
-use crate::http::HttpState;
+use crate::http::{HttpState, StandbyServer};
 use crate::instance::guard::InstanceGuard;
 use crate::instance::holder;
 use crate::instance::leadership::{self, LeaseEnd};
@@ -146,9 +146,6 @@ async fn serve(
 const CLOSE_STEP_BOUND: Duration = Duration::from_secs(5);
 
 /// Opens the resources (registering their closing in `cleanup`), then polls until stopped.
-/// How long a standby's HTTP server may take to finish its requests once the lease is ours.
-const STANDBY_HTTP_DRAIN: Duration = Duration::from_secs(2);
-
 async fn serve_until_stopped(
     config: &Config,
     guard: &InstanceGuard,
@@ -199,13 +196,11 @@ async fn serve_until_stopped(
         &config.database_url,
     ) {
         (Coordination::Postgres, Some(url)) => {
-            let standby_stop = cancel.child_token();
             let standby_http = match &http {
                 Some((listener, _)) => Some(
-                    crate::http::serve_standby(listener, http_state.clone(), standby_stop.clone())
-                        .map_err(|e| {
-                            Failure::io(format!("cannot serve the HTTP listener as a standby: {e}"))
-                        })?,
+                    StandbyServer::start(listener, http_state.clone(), cancel).map_err(|e| {
+                        Failure::io(format!("cannot serve the HTTP listener as a standby: {e}"))
+                    })?,
                 ),
                 None => None,
             };
@@ -220,16 +215,8 @@ async fn serve_until_stopped(
                 cancel,
             )
             .await;
-            // The standby's server ends before the leader's starts; a request that does not finish
-            // (a client that stalls mid-request) must not hold up the leader: bounded, then aborted.
-            standby_stop.cancel();
-            if let Some(mut server) = standby_http {
-                match tokio::time::timeout(STANDBY_HTTP_DRAIN, &mut server).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => tracing::warn!(bot_id, "the standby's HTTP server: {e}"),
-                    Ok(Err(e)) => tracing::warn!(bot_id, "the standby's HTTP server: {e}"),
-                    Err(_) => server.abort(),
-                }
+            if let Some(server) = standby_http {
+                server.stop().await;
             }
             match acquired? {
                 Some(leadership) => Some(Arc::new(leadership)),

@@ -5,7 +5,7 @@
 //! `Liveness` the watchdog reads) and this process holds its instance lock (it cannot serve otherwise:
 //! the listener is opened after the lock); 503 with a JSON reason when the loop made no progress.
 //!
-//! With the PostgreSQL lease, a standby serves `/healthz` and `/metrics` too ([`serve_standby`]: its
+//! With the PostgreSQL lease, a standby serves `/healthz` and `/metrics` too ([`StandbyServer`]: its
 //! loop is the lease acquisition, its role "standby"); anything else, Telegram's webhook route included,
 //! gets 503 until it leads, when the leader's server takes over the same listener.
 
@@ -80,25 +80,45 @@ pub async fn serve(
         .await
 }
 
-/// A standby's server: [`router`] on a duplicate of `listener` (the leader serves the original later),
-/// every other path 503. Ends when `stop` is cancelled, after the requests in progress; connections
-/// that arrive after that wait in the listener's backlog for the leader's server.
-pub fn serve_standby(
-    listener: &std::net::TcpListener,
-    state: HttpState,
+/// How long a standby's server may take to finish its requests once the lease is ours.
+const STANDBY_DRAIN: Duration = Duration::from_secs(2);
+
+/// A standby's server (see [`StandbyServer::start`]).
+pub struct StandbyServer {
     stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let duplicate = listener.try_clone()?;
-    let not_leading = Router::new().fallback(|| async {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this instance is a standby: another host holds the lease\n",
-        )
-    });
-    Ok(tokio::spawn(serve(
-        duplicate,
-        state,
-        Some(not_leading),
-        stop,
-    )))
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl StandbyServer {
+    /// Serves [`router`] on a duplicate of `listener` (the leader serves the original later), every
+    /// other path 503, until [`StandbyServer::stop`] or `cancel`.
+    pub fn start(
+        listener: &std::net::TcpListener,
+        state: HttpState,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<Self> {
+        let duplicate = listener.try_clone()?;
+        let not_leading = Router::new().fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this instance is a standby: another host holds the lease\n",
+            )
+        });
+        let stop = cancel.child_token();
+        let task = tokio::spawn(serve(duplicate, state, Some(not_leading), stop.clone()));
+        Ok(Self { stop, task })
+    }
+
+    /// Ends the server before the leader's starts: the requests in progress may finish for
+    /// [`STANDBY_DRAIN`], then it is aborted (a client that stalls mid-request must not hold up the
+    /// leader). Connections that arrive meanwhile wait in the listener's backlog.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        match tokio::time::timeout(STANDBY_DRAIN, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("the standby's HTTP server: {e}"),
+            Ok(Err(e)) => tracing::warn!("the standby's HTTP server: {e}"),
+            Err(_) => self.task.abort(),
+        }
+    }
 }

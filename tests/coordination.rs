@@ -311,12 +311,16 @@ fn metrics_say_leader_and_standby_and_the_successor_switches() {
     let (status, body) = http_get(&addrs[standby], "/webhook-or-anything");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("standby"), "{body}");
+    // A client stalled mid-request on the standby's server must not hold up its taking over.
+    let mut stalled = std::net::TcpStream::connect(&addrs[standby]).unwrap();
+    std::io::Write::write_all(&mut stalled, b"GET /metrics HTTP/1.1\r\n").unwrap();
 
     bots[leader].signal(Signal::SIGTERM);
     bots[standby].wait_for_stderr(LEADER, T);
     let metrics = metrics_when_leader(&addrs[standby]);
     assert!(!metrics.contains("role=\"standby\""), "{metrics}");
     assert_eq!(bots[leader].wait_exit(T).code(), Some(0));
+    drop(stalled);
 }
 
 /// `/metrics` from `addr` once it says `role="leader"` (bounded by `T`): the successor's leader server

@@ -17,7 +17,7 @@ static FILTER: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
 
 /// `filter` as a [`Targets`] filter (`level` or `target=level`, comma-separated). The config loader
 /// refused anything else, so this falls back to `info` only for a caller that skipped it.
-pub fn parse_filter(filter: &str) -> Targets {
+fn parse_filter(filter: &str) -> Targets {
     filter
         .parse()
         .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
