@@ -256,7 +256,7 @@ async fn serve_until_stopped(
         });
     }
     let handled_before = store
-        .last_handled(bot_id)
+        .recent_updates(bot_id, crate::store::RECENT_UPDATES)
         .await
         .map_err(|e| Failure::io(format!("{}: cannot read it ({e})", store.describe())))?;
     let lease_window = leadership.as_ref().map(|l| Arc::clone(&l.window));
@@ -296,10 +296,11 @@ async fn serve_until_stopped(
         started: status.started,
         role,
     };
-    if let Some(before) = handled_before {
+    if let Some((last, _)) = handled_before.last() {
         tracing::info!(
             bot_id,
-            update_id = before,
+            update_id = last,
+            remembered = handled_before.len(),
             "the last update handled by an earlier process"
         );
     }
@@ -361,7 +362,7 @@ async fn serve_until_stopped(
         Arc::clone(&status),
         Arc::clone(&liveness),
         bot_id,
-        handled_before,
+        crate::bot::dispatch::RecentUpdates::new(handled_before),
     );
     // Webhook mode: the dispatcher is shared by the route and the keeper that feeds the watchdog.
     let credentials = webhook.clone().map(|secret| {

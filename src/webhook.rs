@@ -180,7 +180,7 @@ async fn receive(
     inbound.liveness.beat();
     match outcome {
         Outcome::Handled | Outcome::Duplicate => StatusCode::OK,
-        Outcome::NotRecorded => {
+        Outcome::NotRecorded | Outcome::Fenced => {
             tracing::error!(
                 bot_id = inbound.bot_id,
                 update_id = update.id.0,

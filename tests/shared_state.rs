@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cryptobot::instance::lease::{Acquire, ControlRequest, Holder, Lease, new_instance_id};
-use cryptobot::store::{NewAlert, PgStore, Store};
+use cryptobot::store::{HandledUpdate, NewAlert, PgStore, Store};
 use support::postgres::TempPostgres;
 
 macro_rules! postgres_or_skip {
@@ -69,6 +69,14 @@ fn alert<'a>() -> NewAlert<'a> {
         direction: "above",
         threshold: "100000",
         armed: true,
+        source_update: None,
+    }
+}
+
+fn handled(id: i64) -> HandledUpdate {
+    HandledUpdate {
+        id,
+        fingerprint: id * 7,
     }
 }
 
@@ -79,12 +87,13 @@ async fn what_one_leader_records_the_next_one_sees() {
     let b = contender(&pg.url(), TTL, "host-b").await;
     let epoch_a = lead(&a, "a").await;
     let (store_a, fenced_a) = store_of(&a, epoch_a);
-    assert_eq!(store_a.last_handled(BOT).await.unwrap(), None);
+    assert_eq!(store_a.recent_updates(BOT, 10).await.unwrap(), vec![]);
     store_a
-        .mark_handled(BOT, 10, &[(1, "one".into()), (2, "two".into())])
+        .mark_handled(BOT, handled(10), &[(1, "one".into()), (2, "two".into())])
         .await
         .unwrap();
-    store_a.mark_handled(BOT, 9, &[]).await.unwrap(); // never moves back
+    // Lower than the one before (ids are not increasing forever): remembered as well.
+    store_a.mark_handled(BOT, handled(9), &[]).await.unwrap();
     let id = store_a
         .add_alert(BOT, 1, &alert(), 5)
         .await
@@ -110,7 +119,10 @@ async fn what_one_leader_records_the_next_one_sees() {
     let epoch_b = lead(&b, "b").await;
     assert_eq!(epoch_b, epoch_a + 1);
     let (store_b, fenced_b) = store_of(&b, epoch_b);
-    assert_eq!(store_b.last_handled(BOT).await.unwrap(), Some(10));
+    assert_eq!(
+        store_b.recent_updates(BOT, 10).await.unwrap(),
+        vec![(10, Some(70)), (9, Some(63))]
+    );
     let left = store_b.outbox(BOT, 0, 10).await.unwrap();
     assert_eq!(left.len(), 1, "the unsent reply waits for the new leader");
     assert_eq!(left[0].text, "two");
@@ -146,7 +158,7 @@ async fn a_leader_whose_epoch_is_over_cannot_write_and_is_told_at_once() {
     let old = lead(&a, "a").await;
     let (stale, fenced) = store_of(&a, old);
     stale
-        .mark_handled(BOT, 1, &[(1, "ok".into())])
+        .mark_handled(BOT, handled(1), &[(1, "ok".into())])
         .await
         .unwrap();
     let id = stale.add_alert(BOT, 1, &alert(), 5).await.unwrap().unwrap();
@@ -156,7 +168,7 @@ async fn a_leader_whose_epoch_is_over_cannot_write_and_is_told_at_once() {
     assert_eq!(new, old + 1);
 
     let refused = stale
-        .mark_handled(BOT, 2, &[(1, "stale reply".into())])
+        .mark_handled(BOT, handled(2), &[(1, "stale reply".into())])
         .await
         .unwrap_err();
     assert!(refused.is_fenced(), "{refused}");
@@ -191,14 +203,20 @@ async fn a_leader_whose_epoch_is_over_cannot_write_and_is_told_at_once() {
     }
     // Nothing of the stale writes landed; reads still work.
     let (store_b, fenced_b) = store_of(&b, new);
-    assert_eq!(store_b.last_handled(BOT).await.unwrap(), Some(1));
+    assert_eq!(
+        store_b.recent_updates(BOT, 10).await.unwrap(),
+        vec![(1, Some(7))]
+    );
     let outbox = store_b.outbox(BOT, 0, 10).await.unwrap();
     assert_eq!(outbox.len(), 1, "{outbox:?}");
     assert_eq!(store_b.chat_alerts(BOT, 2).await.unwrap().len(), 0);
     assert!(store_b.chat_alerts(BOT, 1).await.unwrap()[0].armed);
-    assert_eq!(stale.last_handled(BOT).await.unwrap(), Some(1));
+    assert_eq!(
+        stale.recent_updates(BOT, 10).await.unwrap(),
+        vec![(1, Some(7))]
+    );
     // The new leader writes.
-    store_b.mark_handled(BOT, 2, &[]).await.unwrap();
+    store_b.mark_handled(BOT, handled(2), &[]).await.unwrap();
     assert_eq!(fenced_b.load(Ordering::SeqCst), 0);
     stale.close().await;
     store_b.close().await;

@@ -391,7 +391,14 @@ mod tests {
             lease: Some(Arc::clone(&window)),
         };
         store
-            .mark_handled(bot_id, 1, &[(5, "while leading".to_owned())])
+            .mark_handled(
+                bot_id,
+                crate::store::HandledUpdate {
+                    id: 1,
+                    fingerprint: 1,
+                },
+                &[(5, "while leading".to_owned())],
+            )
             .await
             .unwrap();
         let cancel = CancellationToken::new();
@@ -406,7 +413,14 @@ mod tests {
 
         window.lose();
         store
-            .mark_handled(bot_id, 2, &[(5, "after the lease".to_owned())])
+            .mark_handled(
+                bot_id,
+                crate::store::HandledUpdate {
+                    id: 2,
+                    fingerprint: 2,
+                },
+                &[(5, "after the lease".to_owned())],
+            )
             .await
             .unwrap();
         wake.wake();

@@ -79,8 +79,10 @@ fn format_uptime(d: Duration) -> String {
 }
 
 impl<P: PriceSource> Service<P> {
-    /// The replies to one update (none for updates that are not commands to us).
-    pub async fn handle(&self, update: &Update) -> Vec<Reply> {
+    /// The replies to one update (none for updates that are not commands to us). `fingerprint`
+    /// identifies the update ([`super::dispatch::fingerprint`]): what it stores is keyed by it, so
+    /// handling the same update again (after a crash before it was recorded) changes nothing twice.
+    pub async fn handle(&self, update: &Update, fingerprint: i64) -> Vec<Reply> {
         if let UpdateKind::Error(raw) = &update.kind {
             self.skip_unreadable(update.id.0, raw);
             return Vec::new();
@@ -94,7 +96,7 @@ impl<P: PriceSource> Service<P> {
         ) else {
             return Vec::new();
         };
-        let text = self.answer(chat.0, sender, request).await;
+        let text = self.answer(chat.0, sender, request, fingerprint).await;
         vec![Reply { chat, text }]
     }
 
@@ -133,7 +135,7 @@ impl<P: PriceSource> Service<P> {
             .any(|a| *a == chat || *a == sender)
     }
 
-    async fn answer(&self, chat: i64, sender: i64, request: Request) -> String {
+    async fn answer(&self, chat: i64, sender: i64, request: Request, fingerprint: i64) -> String {
         match request {
             Request::Start => format!(
                 "Hello! I am @{}. {}",
@@ -145,7 +147,7 @@ impl<P: PriceSource> Service<P> {
             Request::Usage(usage) => usage.to_owned(),
             Request::Unknown => UNKNOWN.to_owned(),
             Request::Price(p) => self.price(&p).await,
-            Request::Alert(a) => self.add_alert(chat, &a).await,
+            Request::Alert(a) => self.add_alert(chat, &a, fingerprint).await,
             Request::Alerts => self.list_alerts(chat).await,
             Request::DeleteAlert(id) => {
                 match self.store.delete_alert(self.bot_id, chat, id).await {
@@ -211,7 +213,7 @@ impl<P: PriceSource> Service<P> {
         lines.join("\n")
     }
 
-    async fn add_alert(&self, chat: i64, a: &AlertRequest) -> String {
+    async fn add_alert(&self, chat: i64, a: &AlertRequest, source_update: i64) -> String {
         // The price now decides whether the alert waits for a crossing (armed) or is already past it.
         let now = self
             .prices
@@ -236,6 +238,7 @@ impl<P: PriceSource> Service<P> {
             direction: a.direction.as_str(),
             threshold: &threshold,
             armed: !already,
+            source_update: Some(source_update),
         };
         let currency = a.currency.to_ascii_uppercase();
         let cap = self.settings().max_alerts_per_chat;

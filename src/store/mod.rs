@@ -1,5 +1,5 @@
-//! State that outlives the process: the last handled update per bot (G4), the outbox, price alerts,
-//! per-chat settings and the webhook secret.
+//! State that outlives the process: the updates handled recently per bot (G4), the outbox, price
+//! alerts, per-chat settings and the webhook secret.
 //!
 //! Two backends behind one [`Store`], chosen by `coordination`:
 //! - `"none"` (the embedded default): SQLite in the state directory (`state.db`, created on first start,
@@ -29,6 +29,24 @@ pub use postgres::PgStore;
 pub use sqlite::{AlertRow, NewAlert, OutboxMessage, SqliteStore};
 
 use crate::exit::Result as RunResult;
+
+/// How many handled updates are remembered per bot (G4). A redelivery can only repeat an update that
+/// was handled but not yet confirmed to Telegram: in polling mode at most the last batch (100
+/// updates: the next poll carries the offset past it), in webhook mode the deliveries in flight
+/// (`max_connections`). 2,048 is twenty times that, and small enough to keep in memory.
+pub const RECENT_UPDATES: i64 = 2048;
+
+/// The handled ids beyond [`RECENT_UPDATES`] are pruned once every this many records.
+pub const PRUNE_EVERY: i64 = 256;
+
+/// An update whose handler finished: its id and a fingerprint of its content (a hash of the update as
+/// Telegram sent it), so that an update reusing a remembered id after Telegram reset its sequence is
+/// not mistaken for the one handled before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandledUpdate {
+    pub id: i64,
+    pub fingerprint: i64,
+}
 
 /// Why a store call failed. One line; never contains a password.
 #[derive(Debug, thiserror::Error)]
@@ -84,20 +102,23 @@ impl Store {
         }
     }
 
-    /// The last update of `bot_id` whose handler finished, if any.
-    pub async fn last_handled(&self, bot_id: u64) -> Result<Option<i64>> {
-        on_backend!(self, s => s.last_handled(bot_id))
+    /// The `limit` updates of `bot_id` handled most recently, oldest first, as `(update id,
+    /// fingerprint)`; a `None` fingerprint (carried over from a schema that kept only the highest id)
+    /// matches any update with that id.
+    pub async fn recent_updates(&self, bot_id: u64, limit: i64) -> Result<Vec<(i64, Option<i64>)>> {
+        on_backend!(self, s => s.recent_updates(bot_id, limit))
     }
 
-    /// Records that the handler of `update_id` finished and queues its replies, in one transaction:
-    /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update).
+    /// Records that the handler of `update` finished and queues its replies, in one transaction:
+    /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update). Keeps
+    /// the most recent [`RECENT_UPDATES`] of the bot.
     pub async fn mark_handled(
         &self,
         bot_id: u64,
-        update_id: i64,
+        update: HandledUpdate,
         replies: &[(i64, String)],
     ) -> Result<()> {
-        on_backend!(self, s => s.mark_handled(bot_id, update_id, replies))
+        on_backend!(self, s => s.mark_handled(bot_id, update, replies))
     }
 
     /// The webhook secret generated for `bot_id` earlier, if any.

@@ -25,7 +25,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
 use super::sqlite::{ALERT_COLUMNS, AlertTuple};
-use super::{AlertRow, Error, NewAlert, OutboxMessage, Result};
+use super::{
+    AlertRow, Error, HandledUpdate, NewAlert, OutboxMessage, PRUNE_EVERY, RECENT_UPDATES, Result,
+};
 use crate::instance::lease::Lease;
 
 /// Locks the lease row for share when `$2` is the current, unexpired epoch of bot `$1` held by the
@@ -116,13 +118,19 @@ impl PgStore {
         tx.commit().await.map_err(|e| self.fail(e))
     }
 
-    pub async fn last_handled(&self, bot_id: u64) -> Result<Option<i64>> {
+    pub async fn recent_updates(&self, bot_id: u64, limit: i64) -> Result<Vec<(i64, Option<i64>)>> {
         self.bounded(async {
-            sqlx::query_scalar("SELECT last_handled_update FROM bot_state WHERE bot_id = $1")
-                .bind(bot_id as i64)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.fail(e))
+            let mut rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT update_id, fingerprint FROM handled_updates WHERE bot_id = $1
+                 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(bot_id as i64)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+            rows.reverse();
+            Ok(rows)
         })
         .await
     }
@@ -130,7 +138,7 @@ impl PgStore {
     pub async fn mark_handled(
         &self,
         bot_id: u64,
-        update_id: i64,
+        update: HandledUpdate,
         replies: &[(i64, String)],
     ) -> Result<()> {
         self.bounded(async {
@@ -152,20 +160,35 @@ impl PgStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             }
-            sqlx::query(
-                "INSERT INTO bot_state (bot_id, last_handled_update, epoch, updated_at)
-                 VALUES ($1, $2, $3, now())
-                 ON CONFLICT (bot_id) DO UPDATE SET
-                     last_handled_update = greatest(bot_state.last_handled_update,
-                                                    excluded.last_handled_update),
-                     epoch = excluded.epoch, updated_at = excluded.updated_at",
+            // An id seen before with another fingerprint (a reset sequence) takes the new one, and
+            // the new sequence number (`excluded.seq` is the one just drawn).
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO handled_updates (bot_id, update_id, fingerprint, epoch, handled_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (bot_id, update_id) DO UPDATE SET
+                     seq = excluded.seq, fingerprint = excluded.fingerprint,
+                     epoch = excluded.epoch, handled_at = excluded.handled_at
+                 RETURNING seq",
             )
             .bind(bot_id as i64)
-            .bind(update_id)
+            .bind(update.id)
+            .bind(update.fingerprint)
             .bind(self.epoch)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.fail(e))?;
+            if seq % PRUNE_EVERY == 0 {
+                sqlx::query(
+                    "DELETE FROM handled_updates WHERE bot_id = $1 AND seq <=
+                     (SELECT seq FROM handled_updates WHERE bot_id = $1
+                       ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                )
+                .bind(bot_id as i64)
+                .bind(RECENT_UPDATES)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+            }
             self.commit(tx).await
         })
         .await
@@ -230,8 +253,9 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<OutboxMessage>> {
         self.bounded(async {
-            let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                "SELECT id, chat_id, text FROM outbox WHERE bot_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+                "SELECT id, chat_id, text, (extract(epoch FROM created_at) * 1000)::bigint
+                   FROM outbox WHERE bot_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             )
             .bind(bot_id as i64)
             .bind(after_id)
@@ -241,7 +265,12 @@ impl PgStore {
             .map_err(|e| self.fail(e))?;
             Ok(rows
                 .into_iter()
-                .map(|(id, chat_id, text)| OutboxMessage { id, chat_id, text })
+                .map(|(id, chat_id, text, queued_at_ms)| OutboxMessage {
+                    id,
+                    chat_id,
+                    text,
+                    queued_at_ms,
+                })
                 .collect())
         })
         .await
@@ -277,6 +306,21 @@ impl PgStore {
     ) -> Result<Option<i64>> {
         self.bounded(async {
             let mut tx = self.begin_fenced().await?;
+            if let Some(source) = alert.source_update {
+                // The same update handled again (a crash before it was recorded): its alert is there.
+                let existing: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM alerts WHERE bot_id = $1 AND source_update = $2 AND chat_id = $3",
+                )
+                .bind(bot_id as i64)
+                .bind(source)
+                .bind(chat_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+                if existing.is_some() {
+                    return Ok(existing);
+                }
+            }
             let count: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM alerts WHERE bot_id = $1 AND chat_id = $2")
                     .bind(bot_id as i64)
@@ -288,8 +332,8 @@ impl PgStore {
                 return Ok(None);
             }
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) RETURNING id",
+                "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at, source_update)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), $9) RETURNING id",
             )
             .bind(bot_id as i64)
             .bind(chat_id)
@@ -299,6 +343,7 @@ impl PgStore {
             .bind(alert.direction)
             .bind(alert.threshold)
             .bind(alert.armed)
+            .bind(alert.source_update)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.fail(e))?;

@@ -10,6 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::{HandledUpdate, PRUNE_EVERY, RECENT_UPDATES};
 use crate::exit::{Failure, Result};
 use crate::instance::holder::unix_now;
 
@@ -34,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "webhook",
         include_str!("migrations/sqlite/0004_webhook.sql"),
+    ),
+    (
+        5,
+        "handled updates",
+        include_str!("migrations/sqlite/0005_handled_updates.sql"),
     ),
 ];
 
@@ -64,6 +70,8 @@ pub struct OutboxMessage {
     pub id: i64,
     pub chat_id: i64,
     pub text: String,
+    /// When it was queued (Unix milliseconds): a message older than the outbox's expiry is dropped.
+    pub queued_at_ms: i64,
 }
 
 /// A new alert, as validated by the command parser.
@@ -75,6 +83,9 @@ pub struct NewAlert<'a> {
     pub direction: &'a str,
     pub threshold: &'a str,
     pub armed: bool,
+    /// The fingerprint of the update that sets it: handling that update again finds this alert
+    /// instead of adding a second one.
+    pub source_update: Option<i64>,
 }
 
 pub(crate) const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count FROM alerts";
@@ -171,20 +182,30 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The last update of `bot_id` whose handler finished, if any.
-    pub async fn last_handled(&self, bot_id: u64) -> std::result::Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT last_handled_update FROM bot_state WHERE bot_id = ?")
-            .bind(bot_id as i64)
-            .fetch_optional(&self.pool)
-            .await
+    /// The `limit` updates of `bot_id` handled most recently, as `(update id, fingerprint)`.
+    pub async fn recent_updates(
+        &self,
+        bot_id: u64,
+        limit: i64,
+    ) -> std::result::Result<Vec<(i64, Option<i64>)>, sqlx::Error> {
+        let mut rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT update_id, fingerprint FROM handled_updates WHERE bot_id = ?
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(bot_id as i64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.reverse();
+        Ok(rows)
     }
 
-    /// Records that the handler of `update_id` finished and queues its replies, in one transaction:
+    /// Records that the handler of `update` finished and queues its replies, in one transaction:
     /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update).
     pub async fn mark_handled(
         &self,
         bot_id: u64,
-        update_id: i64,
+        update: HandledUpdate,
         replies: &[(i64, String)],
     ) -> std::result::Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -192,17 +213,27 @@ impl SqliteStore {
         for (chat, text) in replies {
             queue_message(&mut tx, bot_id, *chat, text, now).await?;
         }
-        sqlx::query(
-            "INSERT INTO bot_state (bot_id, last_handled_update, updated_at_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (bot_id) DO UPDATE SET
-                 last_handled_update = max(last_handled_update, excluded.last_handled_update),
-                 updated_at_ms = excluded.updated_at_ms",
+        // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one.
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms)
+             VALUES (?, ?, ?, ?) RETURNING seq",
         )
         .bind(bot_id as i64)
-        .bind(update_id)
+        .bind(update.id)
+        .bind(update.fingerprint)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        if seq % PRUNE_EVERY == 0 {
+            sqlx::query(
+                "DELETE FROM handled_updates WHERE bot_id = ?1 AND seq <=
+                 (SELECT seq FROM handled_updates WHERE bot_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(bot_id as i64)
+            .bind(RECENT_UPDATES)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await
     }
 
@@ -275,8 +306,9 @@ impl SqliteStore {
         after_id: i64,
         limit: i64,
     ) -> std::result::Result<Vec<OutboxMessage>, sqlx::Error> {
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, chat_id, text FROM outbox WHERE bot_id = ? AND id > ? ORDER BY id LIMIT ?",
+        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT id, chat_id, text, created_at_ms FROM outbox WHERE bot_id = ? AND id > ?
+             ORDER BY id LIMIT ?",
         )
         .bind(bot_id as i64)
         .bind(after_id)
@@ -285,7 +317,12 @@ impl SqliteStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, chat_id, text)| OutboxMessage { id, chat_id, text })
+            .map(|(id, chat_id, text, queued_at_ms)| OutboxMessage {
+                id,
+                chat_id,
+                text,
+                queued_at_ms,
+            })
             .collect())
     }
 
@@ -315,6 +352,20 @@ impl SqliteStore {
         cap: i64,
     ) -> std::result::Result<Option<i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        if let Some(source) = alert.source_update {
+            // The same update handled again (a crash before it was recorded): its alert is there.
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM alerts WHERE bot_id = ? AND source_update = ? AND chat_id = ?",
+            )
+            .bind(bot_id as i64)
+            .bind(source)
+            .bind(chat_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if existing.is_some() {
+                return Ok(existing);
+            }
+        }
         let count: i64 =
             sqlx::query_scalar("SELECT count(*) FROM alerts WHERE bot_id = ? AND chat_id = ?")
                 .bind(bot_id as i64)
@@ -325,8 +376,8 @@ impl SqliteStore {
             return Ok(None);
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at_ms, source_update)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(bot_id as i64)
         .bind(chat_id)
@@ -337,6 +388,7 @@ impl SqliteStore {
         .bind(alert.threshold)
         .bind(alert.armed)
         .bind(now_ms())
+        .bind(alert.source_update)
         .fetch_one(&mut *tx)
         .await?;
         // A user who writes to the bot again has unblocked it: alerts flow again.
@@ -464,20 +516,89 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn created_on_first_open_and_keeps_the_highest_handled_id() {
+    async fn created_on_first_open_and_remembers_the_ids_handled() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("nested/state");
         let store = SqliteStore::open(&state).await.unwrap();
-        assert_eq!(store.last_handled(7).await.unwrap(), None);
-        store.mark_handled(7, 10, &[(1, "a".into())]).await.unwrap();
-        store.mark_handled(7, 9, &[]).await.unwrap();
-        store.mark_handled(8, 1, &[]).await.unwrap();
+        assert_eq!(store.recent_updates(7, 10).await.unwrap(), vec![]);
+        let handled = |id, fingerprint| HandledUpdate { id, fingerprint };
+        store
+            .mark_handled(7, handled(10, 100), &[(1, "a".into())])
+            .await
+            .unwrap();
+        // Lower than the one before: ids are not increasing forever, each is remembered.
+        store.mark_handled(7, handled(9, 90), &[]).await.unwrap();
+        store.mark_handled(8, handled(1, 10), &[]).await.unwrap();
         assert_eq!(store.outbox(7, 0, 10).await.unwrap().len(), 1);
         store.close().await;
         // Reopening runs the migrations again: a no-op on an up-to-date schema.
         let store = SqliteStore::open(&state).await.unwrap();
-        assert_eq!(store.last_handled(7).await.unwrap(), Some(10));
-        assert_eq!(store.last_handled(8).await.unwrap(), Some(1));
+        assert_eq!(
+            store.recent_updates(7, 10).await.unwrap(),
+            vec![(10, Some(100)), (9, Some(90))]
+        );
+        assert_eq!(
+            store.recent_updates(8, 10).await.unwrap(),
+            vec![(1, Some(10))]
+        );
+        // A reused id with other content replaces the old one and becomes the newest.
+        store.mark_handled(7, handled(10, 101), &[]).await.unwrap();
+        assert_eq!(
+            store.recent_updates(7, 10).await.unwrap(),
+            vec![(9, Some(90)), (10, Some(101))]
+        );
+    }
+
+    /// The table of handled ids is bounded: only the most recent RECENT_UPDATES stay (pruned every
+    /// PRUNE_EVERY records), and they are the newest ones.
+    #[tokio::test]
+    async fn only_the_most_recent_handled_ids_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let total = RECENT_UPDATES + 3 * PRUNE_EVERY;
+        for id in 0..total {
+            let update = HandledUpdate {
+                id,
+                fingerprint: id,
+            };
+            store.mark_handled(1, update, &[]).await.unwrap();
+        }
+        let kept = store.recent_updates(1, 10 * RECENT_UPDATES).await.unwrap();
+        assert!(
+            kept.len() as i64 <= RECENT_UPDATES + PRUNE_EVERY,
+            "{} kept",
+            kept.len()
+        );
+        assert!(kept.len() as i64 >= RECENT_UPDATES, "{} kept", kept.len());
+        assert_eq!(kept.last(), Some(&(total - 1, Some(total - 1))));
+    }
+
+    /// An old state.db (before migration 5) keeps its last handled update: it is remembered by id.
+    #[tokio::test]
+    async fn the_last_handled_update_of_an_old_database_is_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite:")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            let old = Migrator::new(crate::store::EmbeddedMigrations(&MIGRATIONS[..4]))
+                .await
+                .unwrap();
+            old.run(&pool).await.unwrap();
+            sqlx::query("INSERT INTO bot_state VALUES (7, 1234, 0)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert_eq!(
+            store.recent_updates(7, 10).await.unwrap(),
+            vec![(1234, None)]
+        );
     }
 
     /// The outbound queue's reads run on every wake-up: they must search the index, not scan the table.
@@ -486,7 +607,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         for sql in [
-            "SELECT id, chat_id, text FROM outbox WHERE bot_id = 1 AND id > 0 ORDER BY id LIMIT 10",
+            "SELECT id, chat_id, text, created_at_ms FROM outbox WHERE bot_id = 1 AND id > 0 ORDER BY id LIMIT 10",
             "SELECT count(*) FROM outbox WHERE bot_id = 1",
         ] {
             let plan: Vec<(i64, i64, i64, String)> =

@@ -181,7 +181,10 @@ impl Poller {
                     self.status.polled();
                     for update in updates {
                         let drained = tokio::select! {
-                            () = self.handle(&update) => true,
+                            handled = self.handle(&update) => {
+                                handled?;
+                                true
+                            }
                             () = async {
                                 cancel.cancelled().await;
                                 tokio::time::sleep(DRAIN_BUDGET).await;
@@ -326,20 +329,29 @@ impl Poller {
     }
 
     /// Handles one update (the dispatcher records it with its replies, or skips a duplicate), then
-    /// moves the offset past it.
-    async fn handle(&mut self, update: &Update) {
+    /// moves the offset past it: one past *this* update's id, whatever came before, so the offset
+    /// follows the ids Telegram hands out even when they jump down (an offset left above them would be
+    /// "in the future" to Telegram and confirm nothing).
+    ///
+    /// An update that cannot be recorded (the store refused it after retries, or this instance was
+    /// fenced) is not moved past: the loop stops with an error, the update stays unconfirmed, and the
+    /// next start (or the next leader) handles it. Losing it silently is not an option (G3).
+    async fn handle(&mut self, update: &Update) -> Result<(), Failure> {
         let id = update.id.0;
-        if self.dispatcher.dispatch(update).await == Outcome::NotRecorded {
-            tracing::error!(
-                bot_id = self.bot_id,
-                update_id = id,
-                "giving up on recording the update: its replies are lost"
-            );
+        match self.dispatcher.dispatch(update).await {
+            Outcome::Handled | Outcome::Duplicate => {}
+            Outcome::Fenced => return Err(lease_lost()),
+            Outcome::NotRecorded => {
+                return Err(Failure::io(format!(
+                    "cannot record update {id} in the state store: stopping with it unconfirmed, so that the next start handles it (see the log lines before this one)"
+                )));
+            }
         }
         self.offsets
             .next
             .store(i64::from(id) + 1, Ordering::Release);
         self.liveness.beat();
+        Ok(())
     }
 }
 

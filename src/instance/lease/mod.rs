@@ -118,6 +118,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "handover",
         include_str!("migrations/postgres/0003_handover.sql"),
     ),
+    (
+        4,
+        "handled updates",
+        include_str!("migrations/postgres/0004_handled_updates.sql"),
+    ),
 ];
 
 /// Serialises the creation of the schema between hosts starting at once (`CREATE SCHEMA IF NOT EXISTS`

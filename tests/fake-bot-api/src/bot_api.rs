@@ -48,7 +48,15 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return error_response(&ApiError::new(413, "Request Entity Too Large"));
     };
-    let fault = shared.mutate(|state| state.bot(bot_id).ok()?.begin_call(method));
+    let (fault, latency) = shared
+        .mutate(|state| {
+            let bot = state.bot(bot_id).ok()?;
+            Some((bot.begin_call(method), bot.latency.get(method).copied()))
+        })
+        .unwrap_or((None, None));
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
     if let Some(fault) = fault {
         return fault_response(fault, parts.extensions.get::<ConnectionKill>()).await;
     }

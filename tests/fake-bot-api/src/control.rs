@@ -32,6 +32,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/bots/{bot_id}/stats", get(stats))
         .route("/control/bots/{bot_id}/faults", post(inject_fault))
         .route("/control/bots/{bot_id}/blocked", post(block_chat))
+        .route("/control/bots/{bot_id}/outage", post(set_outage))
+        .route("/control/bots/{bot_id}/latency", post(set_latency))
+        .route(
+            "/control/bots/{bot_id}/next-update-id",
+            post(set_next_update_id),
+        )
         .route("/control/rate-limits", post(rate_limits))
 }
 
@@ -174,6 +180,88 @@ async fn inject_fault(
             state
                 .bot(bot_id)
                 .map(|bot| bot.add_fault(method, fault, request.count))
+        })
+        .map_err(unknown_bot)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct Outage {
+    method: String,
+    kind: String,
+    /// How long the outage lasts, from now (0 ends one).
+    seconds: f64,
+    retry_after: Option<u32>,
+}
+
+async fn set_outage(
+    State(shared): State<Arc<Shared>>,
+    Path(bot_id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
+    let request: Outage = body(&bytes)?;
+    let bad = |e: String| ControlError(StatusCode::BAD_REQUEST, e);
+    let method = canonical_method(&request.method)
+        .ok_or_else(|| bad(format!("unknown Bot API method {:?}", request.method)))?;
+    let fault = Fault::from_kind(&request.kind, request.retry_after).map_err(bad)?;
+    let duration = std::time::Duration::try_from_secs_f64(request.seconds)
+        .map_err(|e| bad(format!("seconds: {e}")))?;
+    shared
+        .mutate(|state| {
+            state
+                .bot(bot_id)
+                .map(|bot| bot.set_outage(method, fault, duration))
+        })
+        .map_err(unknown_bot)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct Latency {
+    method: String,
+    ms: u64,
+}
+
+async fn set_latency(
+    State(shared): State<Arc<Shared>>,
+    Path(bot_id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
+    let request: Latency = body(&bytes)?;
+    let bad = |e: String| ControlError(StatusCode::BAD_REQUEST, e);
+    let method = canonical_method(&request.method)
+        .ok_or_else(|| bad(format!("unknown Bot API method {:?}", request.method)))?;
+    shared
+        .mutate(|state| {
+            state.bot(bot_id).map(|bot| {
+                if request.ms == 0 {
+                    bot.latency.remove(method);
+                } else {
+                    bot.latency
+                        .insert(method, std::time::Duration::from_millis(request.ms));
+                }
+            })
+        })
+        .map_err(unknown_bot)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct NextUpdateId {
+    next: i64,
+}
+
+async fn set_next_update_id(
+    State(shared): State<Arc<Shared>>,
+    Path(bot_id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
+    let request: NextUpdateId = body(&bytes)?;
+    shared
+        .mutate(|state| {
+            state
+                .bot(bot_id)
+                .map(|bot| bot.set_next_update_id(request.next))
         })
         .map_err(unknown_bot)?;
     Ok(Json(json!({ "ok": true })))

@@ -267,6 +267,38 @@ impl FakeBotApi {
         self.shared.mutate(|state| state.set_rate_limits(enabled));
     }
 
+    /// An outage of `method` (any case) for this bot: every call of it in the next `duration` fails
+    /// with `fault`, counted as injected faults are. A zero `duration` ends an outage early. Panics
+    /// on a method the fake does not implement.
+    pub fn set_outage(&self, bot_id: i64, method: &str, fault: Fault, duration: Duration) {
+        let canonical = types::canonical_method(method).unwrap_or_else(|| {
+            panic!("fake-bot-api: unknown method {method:?}; known: {METHODS:?}")
+        });
+        self.on_bot(bot_id, |bot| bot.set_outage(canonical, fault, duration));
+    }
+
+    /// Latency added to every call of `method` (any case) by this bot before it is answered: the
+    /// 100–300 ms a VPS sees to Telegram. `Duration::ZERO` removes it. Panics on an unknown method.
+    pub fn set_latency(&self, bot_id: i64, method: &str, latency: Duration) {
+        let canonical = types::canonical_method(method).unwrap_or_else(|| {
+            panic!("fake-bot-api: unknown method {method:?}; known: {METHODS:?}")
+        });
+        self.on_bot(bot_id, |bot| {
+            if latency.is_zero() {
+                bot.latency.remove(canonical);
+            } else {
+                bot.latency.insert(canonical, latency);
+            }
+        });
+    }
+
+    /// Makes the next update of this bot get id `next` (lower or higher than any before), as
+    /// Telegram does after a week without updates ("chosen randomly instead of sequentially") or
+    /// when a bot moves to another Bot API server. Updates still queued keep their ids.
+    pub fn set_next_update_id(&self, bot_id: i64, next: i64) {
+        self.on_bot(bot_id, |bot| bot.set_next_update_id(next));
+    }
+
     /// Makes `sendMessage` to `chat_id` answer 403 "Forbidden: bot was blocked by the user"
     /// (`blocked == true`) or work again. Not in CONTRACT.md; an addition.
     pub fn block_chat(&self, bot_id: i64, chat_id: i64, blocked: bool) {

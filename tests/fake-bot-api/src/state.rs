@@ -25,6 +25,10 @@ const MAX_TEXT_CHARS: usize = 4096;
 /// Update kinds Telegram leaves out unless `allowed_updates` names them.
 const OPT_IN_UPDATES: &[&str] = &["chat_member", "message_reaction", "message_reaction_count"];
 
+/// An offset more than this far beyond the id the next update will get is "in the future": Telegram's
+/// server (its TQueue) then confirms nothing and answers from the head of the queue.
+const FUTURE_OFFSET_SLACK: i64 = 10;
+
 /// A repeated `getUpdates` offset within this long waits at least this long (see `start_poll`).
 const REPEATED_OFFSET_MIN_WAIT: Duration = Duration::from_secs(3);
 /// A repeated `getUpdates` offset within this long gets at most one update.
@@ -197,6 +201,10 @@ pub(crate) struct BotState {
     chats: HashMap<i64, i64>,
     blocked: HashSet<i64>,
     faults: HashMap<&'static str, VecDeque<(Fault, u32)>>,
+    /// Outages: every call of the method fails with the fault until the instant.
+    outages: HashMap<&'static str, (Fault, Instant)>,
+    /// Latency added to every call of the method before it is answered.
+    pub(crate) latency: HashMap<&'static str, Duration>,
     limits: SendLimits,
     next_poll_id: u64,
     /// The raw offset and start of the last `getUpdates` (Telegram adjusts a repeated one).
@@ -225,6 +233,8 @@ impl BotState {
             chats: HashMap::new(),
             blocked: HashSet::new(),
             faults: HashMap::new(),
+            outages: HashMap::new(),
+            latency: HashMap::new(),
             limits: SendLimits::new(),
             next_poll_id: 1,
             previous_poll: None,
@@ -252,6 +262,15 @@ impl BotState {
             "sendMessage" => self.stats.send_message_calls += 1,
             _ => {}
         }
+        if let Some((fault, until)) = self.outages.get(method).copied() {
+            if Instant::now() < until {
+                if matches!(fault, Fault::TooManyRequests { .. }) {
+                    self.stats.rate_limited_429 += 1;
+                }
+                return Some(fault);
+            }
+            self.outages.remove(method);
+        }
         let queue = self.faults.get_mut(method)?;
         let (fault, left) = queue.front_mut()?;
         let fault = *fault;
@@ -273,6 +292,19 @@ impl BotState {
                 .or_default()
                 .push_back((fault, count));
         }
+    }
+
+    /// Every call of `method` fails with `fault` for `duration` from now (an outage; a zero duration
+    /// ends one). Counted like injected faults.
+    pub(crate) fn set_outage(&mut self, method: &'static str, fault: Fault, duration: Duration) {
+        self.outages
+            .insert(method, (fault, Instant::now() + duration));
+    }
+
+    /// The id the next update will get, as Telegram picks a new one after a week without updates
+    /// (lower or higher than every id before). Updates still queued keep theirs.
+    pub(crate) fn set_next_update_id(&mut self, id: i64) {
+        self.next_update_id = id;
     }
 
     pub(crate) fn block_chat(&mut self, chat_id: i64, blocked: bool) {
@@ -345,8 +377,14 @@ impl BotState {
     }
 
     /// getUpdates' `offset`: a positive one confirms every update below it; a negative one keeps
-    /// only the last `-offset` updates and forgets the rest; 0 confirms nothing.
+    /// only the last `-offset` updates and forgets the rest; 0 confirms nothing. An offset more than
+    /// [`FUTURE_OFFSET_SLACK`] beyond the next update id is "in the future" (TQueue's
+    /// "Specified from_id is in the future"): it confirms nothing.
     fn confirm(&mut self, offset: i64) {
+        if offset > self.next_update_id + FUTURE_OFFSET_SLACK {
+            self.stats.future_offsets += 1;
+            return;
+        }
         let keep_from = if offset < 0 {
             let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
             let drop = self.queue.len().saturating_sub(keep);

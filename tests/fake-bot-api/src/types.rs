@@ -30,6 +30,10 @@ pub struct Stats {
     pub max_concurrent_polls: u32,
     /// Every `sendMessage` request with this bot's token, faulted and refused ones included.
     pub send_message_calls: u64,
+    /// `getUpdates` calls whose offset was "in the future" (more than 10 beyond the next update
+    /// id): they confirmed nothing and were answered from the head of the queue.
+    #[serde(default)]
+    pub future_offsets: u64,
 }
 
 /// A message the bot sent successfully (`sendMessage` answered 200).
