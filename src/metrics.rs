@@ -40,6 +40,8 @@ pub struct Metrics {
     pub api_errors: Family<Kind, Counter>,
     pub retries: Counter,
     pub messages_sent: Counter,
+    /// Messages dropped unsent: refused for good by Telegram, or older than the outbox's expiry.
+    pub messages_dropped: Family<Kind, Counter>,
     pub outbound_queue_depth: Gauge<i64, AtomicI64>,
     pub alerts_fired: Counter,
     role: Family<RoleLabel, Gauge>,
@@ -75,6 +77,7 @@ impl Metrics {
             api_errors: Family::default(),
             retries: Counter::default(),
             messages_sent: Counter::default(),
+            messages_dropped: Family::default(),
             outbound_queue_depth: Gauge::default(),
             alerts_fired: Counter::default(),
             role: Family::default(),
@@ -121,6 +124,11 @@ impl Metrics {
             m.messages_sent.clone(),
         );
         registry.register(
+            "messages_dropped",
+            "Messages dropped unsent, by reason (refused: Telegram refused them for good; blocked: the user blocked the bot; expired: older than the outbox expiry)",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
             "outbound_queue_depth",
             "Messages waiting in the outbox",
             m.outbound_queue_depth.clone(),
@@ -146,6 +154,14 @@ impl Metrics {
         self.conflicts
             .get_or_create(&Kind {
                 kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn message_dropped(&self, reason: &str) {
+        self.messages_dropped
+            .get_or_create(&Kind {
+                kind: reason.to_owned(),
             })
             .inc();
     }

@@ -87,3 +87,55 @@ fn retry_after_is_honoured_on_both_methods() {
         );
     }
 }
+
+/// "Nothing lost" through an outage longer than a few retries: 10 s in which every `sendMessage`
+/// fails (5xx, then connection resets) used to exhaust the 5 attempts a message had, and the replies
+/// and fired alerts were deleted. Every reply must arrive once Telegram is back, in order per chat.
+#[test]
+fn replies_survive_an_outage_of_sendmessage() {
+    for fault in [Fault::ServerError, Fault::Reset] {
+        let api = FakeBotApi::start();
+        let token = random_token();
+        let id = api.add_bot(&token, "outage_bot");
+        let host = Host::new(&token, &api.url());
+        let notify = NotifySocket::new();
+        let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_POLL_TIMEOUT", "1")]);
+        notify.wait_for("READY=1", T);
+        let outage = Duration::from_secs(10);
+        api.set_outage(id, "sendMessage", fault, outage);
+        let started = Instant::now();
+        for chat in [1, 2, 3] {
+            api.inject_message(id, chat, "/ping");
+            api.inject_message(id, chat, "/help");
+        }
+        for chat in [1, 2, 3] {
+            api.wait_for_sent(
+                id,
+                |m| m.chat_id == chat && m.text != "pong",
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{fault:?}: chat {chat} lost its replies: {e}\n{}",
+                    bot.stderr()
+                )
+            });
+        }
+        assert!(started.elapsed() >= outage, "the outage did not hold");
+        let sent = api.sent(id);
+        for chat in [1, 2, 3] {
+            let texts: Vec<&str> = sent
+                .iter()
+                .filter(|m| m.chat_id == chat)
+                .map(|m| m.text.as_str())
+                .collect();
+            assert_eq!(texts.len(), 2, "{fault:?}: chat {chat}: {texts:?}");
+            assert_eq!(
+                texts[0], "pong",
+                "{fault:?}: chat {chat}: order kept: {texts:?}"
+            );
+        }
+        bot.signal(Signal::SIGTERM);
+        assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
+    }
+}

@@ -1,7 +1,13 @@
 //! The outbound queue: every message the bot sends leaves through here, within Telegram's limits.
 //!
 //! Messages wait in the store's outbox (written in the same transaction as their cause), so a crash
-//! loses none; one is deleted only when Telegram accepted it or refused it for good. Sending honours
+//! loses none; one is deleted only when Telegram accepted it, refused it for good (400: chat not
+//! found, text invalid; 403: the user blocked the bot), or it waited longer than [`MESSAGE_EXPIRY`]
+//! (24 h: an answer or an alert that old is not worth sending; dropped with a log line and counted in
+//! `cryptobot_messages_dropped_total{kind="expired"}`). A network fault, a 5xx or an answer that is
+//! not the Bot API's is never a reason to drop: the queue pauses as a whole (it is not the chat's
+//! fault) with a backoff from 0.5 s to [`OUTAGE_BACKOFF_MAX`] and tries again, for as long as an
+//! outage lasts. Sending honours
 //! the Bot FAQ's limits with token buckets — about 30 messages/s overall, 1/s per chat with a short
 //! burst, 20/min per group — set a little below them so a client clock that runs ahead never meets a
 //! 429. A 429 pauses only its chat for `retry_after`; other chats go on. A 403 (the user blocked the
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::instance::lease_window::LeaseWindow;
 use crate::live_status::LiveStatus;
 use crate::store::{OutboxMessage, Store};
+use crate::telegram::backoff::Backoff;
 use crate::telegram::client::Client;
 use crate::telegram::errors::FailureKind;
 
@@ -100,16 +107,18 @@ impl Bucket {
 #[derive(Debug)]
 struct ChatState {
     bucket: Bucket,
-    /// A 429 or a failure pauses the chat until then.
+    /// A 429 pauses the chat until then.
     not_before: Instant,
-    failures: u32,
 }
 
 /// After a stop request, messages already queued are still sent for this long (a /restart's own
 /// reply, the last answers); what is left stays in the outbox for the next start.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
-/// Failed attempts (network, 5xx) before a message is dropped.
-const MAX_FAILURES: u32 = 5;
+/// A message still unsent this long after it was queued is dropped (logged, counted): through an
+/// outage of any shorter length, nothing is lost.
+pub const MESSAGE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// The longest pause between two attempts while Telegram cannot be reached (network, 5xx).
+pub const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Messages read from the outbox at a time.
 const BATCH: i64 = 1000;
 
@@ -156,7 +165,6 @@ impl Outbound {
         chats.entry(chat_id).or_insert_with(|| ChatState {
             bucket: Bucket::new(rate, burst, now),
             not_before: now,
-            failures: 0,
         })
     }
 
@@ -201,6 +209,8 @@ impl Outbound {
             self.limits.global_burst,
             Instant::now(),
         );
+        // A network fault or a 5xx pauses every chat: it is Telegram (or the way there), not the chat.
+        let mut outage = Outage::new();
         self.reload(&mut queue, &mut last_id).await;
         let mut drain_until: Option<Instant> = None;
         loop {
@@ -242,7 +252,8 @@ impl Outbound {
             let ready = match pick {
                 Some(_) => global.ready_at(now),
                 None => earliest,
-            };
+            }
+            .max(outage.not_before);
             if ready > now {
                 if drain_until.is_some_and(|t| ready >= t) {
                     break; // cannot go out before the drain ends: leave it for the next start
@@ -263,9 +274,28 @@ impl Outbound {
                 break;
             }
             let message = queue[i].clone();
+            if let Some(age) = expired(&message) {
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    chat_id = message.chat_id,
+                    "message dropped unsent: queued {} ago, longer than the outbox expiry ({})",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(MESSAGE_EXPIRY)
+                );
+                self.status.metrics.message_dropped("expired");
+                queue.remove(i);
+                if let Err(e) = self.store.outbox_done(message.id).await {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        "cannot remove an expired message from the outbox: {e}"
+                    );
+                }
+                self.status.metrics.outbound_queue_depth.dec();
+                continue;
+            }
             global.take(now);
             self.chat(&mut chats, message.chat_id, now).bucket.take(now);
-            let done = self.send(&message, &mut chats).await;
+            let done = self.send(&message, &mut chats, &mut outage).await;
             if done {
                 queue.remove(i);
                 if let Err(e) = self.store.outbox_done(message.id).await {
@@ -280,13 +310,21 @@ impl Outbound {
     }
 
     /// Sends one message; true when it is done with (sent, or refused for good).
-    async fn send(&self, m: &OutboxMessage, chats: &mut HashMap<i64, ChatState>) -> bool {
+    async fn send(
+        &self,
+        m: &OutboxMessage,
+        chats: &mut HashMap<i64, ChatState>,
+        outage: &mut Outage,
+    ) -> bool {
         let result = self.client.send_message(ChatId(m.chat_id), &m.text).await;
         let now = Instant::now();
         let chat = self.chat(chats, m.chat_id, now);
         let failure = match result {
             Ok(()) => {
-                chat.failures = 0;
+                if outage.backoff.attempts() > 0 {
+                    tracing::info!(bot_id = self.bot_id, "Telegram takes messages again");
+                }
+                outage.backoff.reset();
                 self.status.metrics.messages_sent.inc();
                 return true;
             }
@@ -312,6 +350,7 @@ impl Outbound {
                     chat_id = m.chat_id,
                     "the user blocked the bot: alerts to this chat disabled"
                 );
+                self.status.metrics.message_dropped("blocked");
                 if let Err(e) = self.store.disable_chat_alerts(self.bot_id, m.chat_id).await {
                     tracing::warn!(
                         bot_id = self.bot_id,
@@ -320,45 +359,81 @@ impl Outbound {
                 }
                 true
             }
-            FailureKind::Network | FailureKind::Server | FailureKind::BadResponse => {
-                chat.failures += 1;
-                if chat.failures >= MAX_FAILURES {
-                    tracing::warn!(
-                        bot_id = self.bot_id,
-                        chat_id = m.chat_id,
-                        "message dropped after {} attempts: {failure}",
-                        chat.failures
-                    );
-                    chat.failures = 0;
-                    return true;
-                }
-                let delay = Duration::from_millis(250 * 2u64.pow(chat.failures));
-                tracing::info!(
-                    bot_id = self.bot_id,
-                    chat_id = m.chat_id,
-                    error_kind = failure.kind.name(),
-                    "{failure}; retrying in {} ms",
-                    delay.as_millis()
-                );
-                chat.not_before = now + delay;
-                self.status.metrics.retries.inc();
-                false
-            }
-            _ => {
+            FailureKind::Api => {
+                // 400 and the like: this message can never be sent (chat not found, text invalid).
                 tracing::warn!(
                     bot_id = self.bot_id,
                     chat_id = m.chat_id,
-                    "message dropped: {failure}"
+                    "message dropped: Telegram refused it for good: {failure}"
                 );
+                self.status.metrics.message_dropped("refused");
                 true
+            }
+            // Network, 5xx, a body that is not the Bot API's, and answers about the bot rather than
+            // the message (401, 409): retry the same message after a pause of the whole queue.
+            _ => {
+                let delay = outage.backoff.next_delay();
+                outage.not_before = now + delay;
+                tracing::warn!(
+                    bot_id = self.bot_id,
+                    chat_id = m.chat_id,
+                    error_kind = failure.kind.name(),
+                    attempt = outage.backoff.attempts(),
+                    "{failure}; sending paused for {} ms, nothing is dropped",
+                    delay.as_millis()
+                );
+                self.status.metrics.retries.inc();
+                false
             }
         }
     }
 }
 
+/// The queue-wide pause while Telegram cannot be reached.
+struct Outage {
+    backoff: Backoff,
+    not_before: Instant,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(Duration::from_millis(500), OUTAGE_BACKOFF_MAX),
+            not_before: Instant::now(),
+        }
+    }
+}
+
+/// How long ago `m` was queued, if that is longer than [`MESSAGE_EXPIRY`].
+fn expired(m: &OutboxMessage) -> Option<Duration> {
+    let now_ms = crate::instance::holder::unix_now().as_millis() as i64;
+    let age = Duration::from_millis(now_ms.saturating_sub(m.queued_at_ms).max(0) as u64);
+    (age > MESSAGE_EXPIRY).then_some(age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_expires_after_a_day_in_the_outbox() {
+        let now_ms = crate::instance::holder::unix_now().as_millis() as i64;
+        let queued = |ago: Duration| OutboxMessage {
+            id: 1,
+            chat_id: 1,
+            text: "x".into(),
+            queued_at_ms: now_ms - ago.as_millis() as i64,
+        };
+        assert_eq!(expired(&queued(Duration::from_secs(3600))), None);
+        assert_eq!(
+            expired(&queued(MESSAGE_EXPIRY - Duration::from_secs(60))),
+            None
+        );
+        let age = expired(&queued(MESSAGE_EXPIRY + Duration::from_secs(60))).unwrap();
+        assert!(age > MESSAGE_EXPIRY);
+        // A clock that went back: queued "in the future" is not expired.
+        assert_eq!(expired(&queued(Duration::ZERO).clone()), None);
+    }
 
     /// With the PostgreSQL lease, a message is sent only while the lease window is open: once it
     /// closed (the lease lost, or a leader resumed after a freeze past its TTL), what is queued stays in

@@ -549,6 +549,39 @@ mod tests {
         );
     }
 
+    /// Item 13 of "the world is not loopback": an update handled again after a crash before it was
+    /// recorded must not add its alert twice.
+    #[tokio::test]
+    async fn an_alert_set_by_the_same_update_twice_is_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let alert = |source| NewAlert {
+            symbol: "BTC",
+            coin_id: "bitcoin",
+            currency: "usd",
+            direction: "above",
+            threshold: "1",
+            armed: true,
+            source_update: source,
+        };
+        let first = store.add_alert(1, 5, &alert(Some(77)), 10).await.unwrap();
+        let again = store.add_alert(1, 5, &alert(Some(77)), 10).await.unwrap();
+        assert!(first.is_some());
+        assert_eq!(first, again, "the replay finds the alert it added");
+        let other = store.add_alert(1, 5, &alert(Some(78)), 10).await.unwrap();
+        assert_ne!(other, first);
+        assert_eq!(store.chat_alerts(1, 5).await.unwrap().len(), 2);
+        // At the cap, a replay still finds its alert (it is not a new one).
+        assert_eq!(
+            store.add_alert(1, 5, &alert(Some(77)), 2).await.unwrap(),
+            first
+        );
+        assert_eq!(
+            store.add_alert(1, 5, &alert(Some(79)), 2).await.unwrap(),
+            None
+        );
+    }
+
     /// The table of handled ids is bounded: only the most recent RECENT_UPDATES stay (pruned every
     /// PRUNE_EVERY records), and they are the newest ones.
     #[tokio::test]
