@@ -41,6 +41,7 @@ use crate::systemd::watchdog::{self, Liveness};
 use crate::telegram::client::Client;
 use crate::telegram::poller::{Confirmation, Poller, PollerOptions, confirm_offset};
 
+mod essential;
 mod startup;
 mod supervisor;
 
@@ -316,9 +317,18 @@ async fn serve_until_stopped(
         status: Arc::clone(&status),
         lease: lease_window.clone(),
     };
-    let sender = tokio::spawn(outbound.run(cancel.clone()));
+    // The sender, the alert checker and the HTTP server must not end while the bot runs: one that
+    // does stops the process (exit 70), and systemd restarts it.
+    let essentials = essential::Essentials::default();
+    let sender = essentials.spawn("outbound queue", cancel, {
+        let cancel = cancel.clone();
+        async move {
+            outbound.run(cancel).await;
+            Ok(())
+        }
+    });
     cleanup.push("outbound queue", move || async move {
-        sender.await.map_err(|e| e.to_string())
+        sender.await.map_err(|e| e.to_string())?
     });
 
     // The alert checker: a singleton job, run here because this process holds the lock.
@@ -331,17 +341,23 @@ async fn serve_until_stopped(
         )
         .map_err(Failure::software)?,
     );
-    let checker = tokio::spawn(alerts::run_checker(
-        store.clone(),
-        Arc::clone(&prices),
-        bot_id,
-        bot_options.alert_interval,
-        Arc::clone(&wake),
-        Arc::clone(&status),
-        cancel.clone(),
-    ));
+    let checker = essentials.spawn("alert checker", cancel, {
+        let checker = alerts::run_checker(
+            store.clone(),
+            Arc::clone(&prices),
+            bot_id,
+            bot_options.alert_interval,
+            Arc::clone(&wake),
+            Arc::clone(&status),
+            cancel.clone(),
+        );
+        async move {
+            checker.await;
+            Ok(())
+        }
+    });
     cleanup.push("alert checker", move || async move {
-        checker.await.map_err(|e| e.to_string())
+        checker.await.map_err(|e| e.to_string())?
     });
 
     let (bot_settings, settings_rx) =
@@ -396,18 +412,12 @@ async fn serve_until_stopped(
             "/healthz and /metrics"
         };
         tracing::info!(bot_id, "serving {what} on {addr} ({origin:?})");
-        let server = tokio::spawn(crate::http::serve(
-            listener,
-            state,
-            webhook_routes,
-            cancel.clone(),
-        ));
+        let serve = crate::http::serve(listener, state, webhook_routes, cancel.clone());
+        let server = essentials.spawn("HTTP server", cancel, async move {
+            serve.await.map_err(|e| e.to_string())
+        });
         cleanup.push("http server", move || async move {
-            match server.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            server.await.map_err(|e| e.to_string())?
         });
     }
 
@@ -452,7 +462,7 @@ async fn serve_until_stopped(
             (wd / 4).min(Duration::from_secs(1))
         });
         crate::webhook::keep_alive(shared, Arc::clone(&liveness), period, cancel.clone()).await;
-        return Ok(());
+        return essentials.failure().map_or(Ok(()), Err);
     }
     let dispatcher = dispatcher.expect("polling mode keeps the dispatcher");
     let mut options = PollerOptions::new(
@@ -498,5 +508,6 @@ async fn serve_until_stopped(
         poll_timeout_s = poll_timeout.as_secs(),
         "polling for updates"
     );
-    poller.run(cancel).await
+    poller.run(cancel).await?;
+    essentials.failure().map_or(Ok(()), Err)
 }

@@ -30,7 +30,7 @@ pub enum Code {
 }
 
 /// A failure with a human-readable, one-line message and the exit code it maps to.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Failure {
     pub code: Code,
     pub message: String,

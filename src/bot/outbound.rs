@@ -271,6 +271,9 @@ impl Outbound {
                     bot_id = self.bot_id,
                     "the lease is lost: leaving the outbox to the next leader"
                 );
+                // The run is being stopped (lease lost, exit 3): wait for that rather than end
+                // early, which would read as a sender that died.
+                cancel.cancelled().await;
                 break;
             }
             let message = queue[i].clone();
@@ -499,11 +502,13 @@ mod tests {
             .await
             .unwrap();
         wake.wake();
+        // The queue waits for the run's stop (the lease loss stops it) and sends nothing meanwhile,
+        // nor during its drain.
+        cancel.cancel();
         tokio::time::timeout(Duration::from_secs(10), run)
             .await
-            .expect("the queue did not stop within 10 s of the lease window closing")
+            .expect("the queue did not stop within 10 s of the stop request")
             .unwrap();
-        cancel.cancel();
         let texts: Vec<String> = fake.sent(bot).into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["while leading"]);
         let left = store.outbox(bot_id, 0, 10).await.unwrap();
