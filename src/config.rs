@@ -680,7 +680,11 @@ impl Settings {
             10,
             "a whole number of seconds",
         )?;
-        let lease_ttl = check_range(&lease_ttl, 3, 300)?;
+        let lease_ttl = check_range(
+            &lease_ttl,
+            coordination::MIN_LEASE_TTL.as_secs(),
+            coordination::MAX_LEASE_TTL.as_secs(),
+        )?;
         let coordination = CoordinationOptions {
             coordination,
             lease_ttl: Duration::from_secs(lease_ttl),

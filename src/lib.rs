@@ -27,6 +27,7 @@
 pub mod app;
 pub mod bot;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod exit;

@@ -20,7 +20,7 @@ use support::{
 };
 
 const T: Duration = Duration::from_secs(20);
-const TTL: u64 = 4;
+const TTL: u64 = 8;
 
 macro_rules! postgres_or_skip {
     () => {
@@ -402,6 +402,86 @@ fn a_leader_frozen_past_its_ttl_does_not_poll_again_and_steps_down() {
     let mut chats: Vec<i64> = fleet.api.sent(fleet.id).iter().map(|m| m.chat_id).collect();
     chats.sort_unstable();
     assert_eq!(chats, vec![1, 2, 3], "each update answered exactly once");
+}
+
+/// A leader frozen (SIGSTOP) in the middle of a shared-state write, its transaction open and holding
+/// the share lock on the lease row, must not block the takeover: PostgreSQL ends the session "idle in
+/// transaction" (session_limits), the lock goes, and a standby leads within the TTL. Without the limits
+/// the lock stayed until PostgreSQL noticed the dead connection (about two hours).
+#[test]
+fn a_leader_frozen_inside_a_write_transaction_does_not_block_the_takeover() {
+    let fleet = Fleet::new(postgres_or_skip!(), 2);
+    let (_notify, mut bots, leader) = fleet.start_two();
+    let standby = 1 - leader;
+    fleet.ping(1);
+    fleet.wait_outbox_empty();
+    // Hold the outbox, so that the leader's next write waits inside its transaction, fence taken.
+    let mut blocker = fleet.pg.psql_session();
+    blocker.send("BEGIN; LOCK TABLE cryptobot_lease.outbox IN EXCLUSIVE MODE;");
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%'";
+    let deadline = Instant::now() + T;
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'outbox' AND l.mode = 'ExclusiveLock' AND l.granted";
+    while fleet.pg.psql(held).unwrap().trim() != "1" {
+        assert!(Instant::now() < deadline, "psql never locked the outbox");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fleet.api.inject_message(fleet.id, 2, "/ping");
+    while fleet.pg.psql(waiting).unwrap().trim() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the leader's write never waited on the outbox lock: {}\n{:?}\n{}",
+            bots[leader].stderr(),
+            fleet.api.stats(fleet.id),
+            fleet
+                .pg
+                .psql("SELECT state, wait_event_type, left(query, 60) FROM pg_stat_activity")
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bots[leader].signal(Signal::SIGSTOP);
+    // The write goes through on the server; the frozen client never commits: idle in transaction.
+    blocker.send("ROLLBACK;");
+    let frozen = Instant::now();
+    bots[standby].wait_for_stderr(LEADER, Duration::from_secs(3 * TTL));
+    let takeover = frozen.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(TTL + 2),
+        "the takeover took {takeover:?} with a {TTL} s TTL"
+    );
+    // The frozen leader's transaction was rolled back: the new leader answers the update, once.
+    fleet
+        .api
+        .wait_for_sent(fleet.id, |m| m.chat_id == 2, T)
+        .unwrap_or_else(|e| panic!("the update was lost: {e}\n{}", bots[standby].stderr()));
+    bots[leader].signal(Signal::SIGKILL);
+    bots[leader].wait_exit(T);
+    fleet.ping(3);
+    bots[standby].signal(Signal::SIGTERM);
+    assert_eq!(bots[standby].wait_exit(T).code(), Some(0));
+    let to_chat_2 = fleet
+        .api
+        .sent(fleet.id)
+        .iter()
+        .filter(|m| m.chat_id == 2)
+        .count();
+    assert_eq!(to_chat_2, 1, "answered once");
+}
+
+/// The largest lease_ttl works as the smallest does (every test here runs with the smallest): the
+/// leader polls and answers.
+#[test]
+fn the_largest_lease_ttl_polls_and_answers() {
+    let fleet = Fleet::new(postgres_or_skip!(), 1);
+    let notify = NotifySocket::new();
+    let mut bot = fleet.spawn_with(0, &notify, &[("CRYPTOBOT_LEASE_TTL", "300")]);
+    notify.wait_for("READY=1", T);
+    bot.wait_for_stderr(LEADER, T);
+    fleet.ping(1);
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
 }
 
 #[test]

@@ -457,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let window = Arc::new(LeaseWindow::new());
-        window.extend(Instant::now(), Duration::from_secs(60));
+        window.extend(crate::clock::BootInstant::now(), Duration::from_secs(60));
         let wake = Arc::new(Wake::default());
         let outbound = Outbound {
             store: store.clone(),

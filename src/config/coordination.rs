@@ -81,26 +81,62 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `***`.
+    /// The URL with its password replaced by `***`: the one in the authority and any given as a
+    /// parameter (`?password=…`, `sslpassword=…`, which libpq and sqlx accept too).
     pub fn redacted(&self) -> String {
         match url::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
-                url.to_string()
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                if url.query_pairs().any(|(k, _)| is_password_parameter(&k)) {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if is_password_parameter(&k) {
+                                "***".to_owned()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                url.to_string().replace("%2A%2A%2A", "***")
             }
-            Ok(url) => url.to_string(),
             Err(_) => "<unparsable URL>".to_owned(),
         }
     }
 
-    /// The password, for redacting it from any text (error messages of the driver).
+    /// The password, for redacting it from any text (error messages of the driver): the authority's,
+    /// else a `password=` parameter's.
     pub fn password(&self) -> Option<String> {
-        url::Url::parse(&self.0)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
+        let url = url::Url::parse(&self.0).ok()?;
+        url.password()
+            .map(str::to_owned)
+            .or_else(|| {
+                url.query_pairs()
+                    .find(|(k, _)| k == "password")
+                    .map(|(_, v)| v.into_owned())
+            })
             .filter(|p| !p.is_empty())
     }
 }
+
+fn is_password_parameter(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// The smallest `lease_ttl`: the leader must be able to start a poll of [`MIN_POLL`] plus the margin
+/// right after a renewal (whose window is 2/3·TTL from when it was asked) that took up to a second.
+/// With less, Telegram's 3 s hold of a repeated offset could outlast the window, or the leader never
+/// polls at all (with 3 s it never did).
+///
+/// [`MIN_POLL`]: crate::instance::lease_window::MIN_POLL
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(8);
+/// The largest `lease_ttl` (a takeover after a crash then takes up to 5 minutes).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
 
 const URL_FILE: SecretKind = SecretKind {
     name: "database URL file",

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{self, Acquire, ControlRequest, Holder, Lease};
 use super::lease_window::LeaseWindow;
+use crate::clock::BootInstant;
 use crate::config::DatabaseUrl;
 use crate::exit::{Code, Failure, Result};
 use crate::live_status::{LiveStatus, State};
@@ -114,8 +115,8 @@ pub async fn acquire(
     loop {
         // When the holder's lease expires, per the database (a crashed leader renews no more).
         let mut expiry: Option<Duration> = None;
-        let asked = Instant::now();
-        liveness.busy_until(asked + lease.query_timeout());
+        let asked = BootInstant::now();
+        liveness.busy_until(Instant::now() + lease.query_timeout());
         let outcome = tokio::select! {
             () = cancel.cancelled() => return Ok(None),
             r = lease.try_acquire() => r,
@@ -210,7 +211,7 @@ impl Leadership {
                     () = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let asked = Instant::now();
+                let asked = BootInstant::now();
                 let why = match lease.renew(epoch).await {
                     Ok(Some(_)) => {
                         window.extend(asked, lease::renew_deadline(ttl));

@@ -42,8 +42,12 @@ const REPEATED_CONFIRM_BUDGET: Duration = Duration::from_millis(300);
 /// next instance handles it: at most this one update is handled twice).
 pub const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 
-/// With a PostgreSQL lease, a long poll ends at least this long before the lease window closes.
-const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// With a PostgreSQL lease, a long poll ends at least this long before the lease window closes: room for
+/// the request to reach Telegram (100–300 ms from a VPS) and for its answer to come back. Telegram
+/// ends a long poll after its `timeout` whatever our side does, so the client's own deadline slack
+/// (`client::POLL_MARGIN`, how long *we* wait for an answer) does not count here; the window itself
+/// already closes TTL/3 before the lease expires.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Tunables of the loop.
 #[derive(Clone, Debug)]

@@ -328,6 +328,31 @@ impl TempPostgres {
         Ok(std::fs::read_to_string(&out_file).unwrap_or_default())
     }
 
+    /// A psql session of the superuser in the bot's database, kept open: for holding a lock or a
+    /// transaction across the steps of a test. Killed when dropped.
+    pub fn psql_session(&self) -> PsqlSession {
+        let child = Command::new(self.client_tool("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                DATABASE,
+            ])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start psql");
+        PsqlSession { child }
+    }
+
     /// psql lives with the server binaries on Debian, else in PATH.
     fn client_tool(&self, name: &str) -> PathBuf {
         let beside = self.bin.join(name);
@@ -416,6 +441,28 @@ impl TempPostgres {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+/// See [`TempPostgres::psql_session`].
+pub struct PsqlSession {
+    child: std::process::Child,
+}
+
+impl PsqlSession {
+    /// Sends `sql` (statements ending in `;`) to the session; does not wait for them.
+    pub fn send(&mut self, sql: &str) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("psql's stdin");
+        writeln!(stdin, "{sql}").expect("write to psql");
+        stdin.flush().expect("flush psql's stdin");
+    }
+}
+
+impl Drop for PsqlSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -31,10 +31,13 @@
 //! - it renews every [`renew_interval`] (TTL/3): [`Lease::renew`] → `Some(_)`: extend the window from that
 //!   renewal's `asked`; `None`: the lease is lost (expired, or someone else holds it): stop polling and
 //!   the singleton jobs **at once**; `Err`: retry until the window closes, then stop;
-//! - it bounds every `getUpdates` by what is left: [`poll_timeout_within`]`(left, margin)` → `None`: do
-//!   not poll now; `Some(t)`: `timeout = min(configured, t)`, with `margin` ≥ the client's deadline slack
-//!   (`POLL_MARGIN`) plus a safety margin, so even a leader frozen mid-poll (SIGSTOP, VM pause) has no
-//!   poll outstanding when its successor polls;
+//! - it bounds every `getUpdates` by what is left: `LeaseWindow::poll_timeout(configured, margin)` →
+//!   `None`: do not poll now; `Some(t)`: `timeout = min(configured, t)`, where `t` is the time left
+//!   minus `telegram::poller::LEASE_MARGIN` (1 s: the request's way to Telegram and back) and never
+//!   below `lease_window::MIN_POLL` (Telegram may hold any poll 3 s). Telegram ends a poll after its
+//!   `timeout` whatever the client does, so even a leader frozen mid-poll (SIGSTOP, VM pause) has no
+//!   poll outstanding when its successor polls; the window itself closes TTL/3 before the lease
+//!   expires. The window runs on `CLOCK_BOOTTIME` (`crate::clock`), which counts through a suspend;
 //! - it writes shared state only through fenced statements ([`FENCE_CTE`], example
 //!   [`Lease::commit_offset`]); a refused write (`false`) means a successor exists: stop at once;
 //! - on a clean stop: drain, confirm the offset, [`Lease::release`] (expires the row now and `NOTIFY`s
@@ -72,6 +75,21 @@
 //! cannot rename its migrations table, so the migrations run with `search_path = cryptobot_lease` and
 //! their history is `cryptobot_lease._sqlx_migrations`: it cannot collide with another migrator's
 //! `_sqlx_migrations` in the same database (e.g. a PostgreSQL state store in `public`).
+//!
+//! # What the lease assumes of the database
+//!
+//! - **One database, or a synchronous replica.** The epoch and the expiry live in one row; a failover
+//!   to an asynchronous replica can lose the last acquisitions and renewals, and with them the fencing
+//!   (an old epoch could be current again). Use `synchronous_commit = on` with a synchronous standby
+//!   (or no replica) when a failover must keep the guarantee.
+//! - **The database's clock decides.** Expiry is `now()` on the server; hosts' clocks are never
+//!   compared. A step of the *server's* clock moves every lease at once: forward, a live leader's lease
+//!   expires early (a standby takes over, the old leader's next write is fenced and it steps down —
+//!   never two pollers, since its own window runs on its local clock from before the renewal); back,
+//!   an expired lease lives longer (a crashed leader is replaced later). Keep the server on NTP with
+//!   slewing, as any database server.
+//! - **Sessions that die are noticed.** [`session_limits`] ends a session idle in a transaction after
+//!   TTL/4 and bounds statements and lock waits, so a frozen or cut-off leader cannot block a takeover.
 //!
 //! # Errors
 //!
@@ -163,13 +181,37 @@ pub fn standby_retry_with(ttl: Duration, unit: f64) -> Duration {
     renew_interval(ttl).mul_f64(0.75 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
-/// The longest long-poll `timeout` a leader may ask for with `time_left` of its lease: the time left
-/// minus `margin` (at least the client's deadline slack on top of the `timeout`, plus a safety margin),
-/// in whole seconds (what Telegram takes). `None`: less than `margin` is left, start no poll (renew first).
-pub fn poll_timeout_within(time_left: Duration, margin: Duration) -> Option<Duration> {
-    time_left
-        .checked_sub(margin)
-        .map(|t| Duration::from_secs(t.as_secs()))
+/// The server-side limits of every session of the lease and the shared store (set at connection, as
+/// startup options), so that a leader's death at any instant leaves the lease acquirable within the
+/// TTL. A shared-state write holds a share lock on the lease row until it commits ([`FENCE_CTE`]); a
+/// leader frozen (SIGSTOP, a VM pause) or cut off between two statements of that transaction would
+/// keep it "idle in transaction" — and the lock — until PostgreSQL notices the dead connection, about
+/// two hours with default TCP settings, and every takeover would wait behind it.
+/// - `idle_in_transaction_session_timeout` = TTL/4 (at least 500 ms): such a session is ended, its
+///   transaction rolled back and the lock freed, well before the lease expires (a frozen leader's
+///   window closes at 2/3·TTL after its last renewal, the lease at TTL). Our transactions are a few
+///   statements in a row, milliseconds apart.
+/// - `statement_timeout` = the query timeout: a statement the client gave up on does not run on.
+/// - `lock_timeout` = half of it: an acquisition that meets a lock fails fast and is retried, rather
+///   than queueing behind it.
+/// - TCP keepalives from the server (idle TTL/3, then every second, 3 probes): a host that vanished is
+///   noticed within about TTL/3 + 3 s even on a session outside a transaction (a LISTEN).
+pub fn session_limits(ttl: Duration, query_timeout: Duration) -> Vec<(&'static str, String)> {
+    let ms = |d: Duration| d.as_millis().max(1).to_string();
+    vec![
+        (
+            "idle_in_transaction_session_timeout",
+            ms((ttl / 4).max(Duration::from_millis(500))),
+        ),
+        ("statement_timeout", ms(query_timeout)),
+        ("lock_timeout", ms(query_timeout / 2)),
+        (
+            "tcp_keepalives_idle",
+            (ttl / 3).as_secs().max(1).to_string(),
+        ),
+        ("tcp_keepalives_interval", "1".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -409,6 +451,9 @@ impl Lease {
             Ok(Ok(())) => {}
         }
 
+        // Every connection from here on carries the server-side limits (`session_limits`): a
+        // session whose process froze or lost its network cannot hold a lock on the lease row.
+        let options = options.options(session_limits(ttl, query_timeout));
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
@@ -764,17 +809,6 @@ mod tests {
             let d = standby_retry(S(12));
             assert!(d >= S(3) && d <= S(5), "{d:?}");
         }
-    }
-
-    #[test]
-    fn a_poll_ends_a_margin_before_the_lease() {
-        assert_eq!(poll_timeout_within(S(10), S(3)), Some(S(7)));
-        // whole seconds, rounded down
-        assert_eq!(poll_timeout_within(MS(9_900), S(3)), Some(S(6)));
-        assert_eq!(poll_timeout_within(MS(3_500), S(3)), Some(S(0)));
-        assert_eq!(poll_timeout_within(S(3), S(3)), Some(S(0)));
-        assert_eq!(poll_timeout_within(MS(2_999), S(3)), None);
-        assert_eq!(poll_timeout_within(S(0), S(1)), None);
     }
 
     #[test]
