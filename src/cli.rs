@@ -51,8 +51,9 @@ pub enum Command {
     Status,
     /// Stop the running instance (SIGTERM) and wait until its lock is free
     Stop {
-        /// Seconds to wait for the lock to be freed
-        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        /// Seconds to wait for the lock to be freed (at most 86400)
+        #[arg(long, default_value_t = 30, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(0..=86_400))]
         timeout: u64,
         /// Also stop an instance run by systemd, and SIGKILL it if it has not stopped after --timeout
         #[arg(long)]

@@ -19,6 +19,19 @@ fn usage_error_exits_64_and_version_exits_0() {
     assert!(stdout.starts_with("cryptobot "), "{stdout}");
 }
 
+/// `stop --timeout 18446744073709551615` panicked (exit 101) after sending SIGTERM: the deadline
+/// overflowed. A timeout out of range is a usage error before anything is done.
+#[test]
+fn stop_with_a_timeout_out_of_range_is_a_usage_error() {
+    let host = Host::new(&random_token(), "http://127.0.0.1:9");
+    for timeout in ["18446744073709551615", "86401", "ten"] {
+        let (status, _, stderr) = host.run_to_end(&["stop", "--timeout", timeout], T);
+        assert_eq!(status.code(), Some(64), "--timeout {timeout}: {stderr}");
+        assert!(stderr.contains("--timeout"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 #[test]
 fn check_config_prints_the_effective_values_with_the_token_redacted() {
     let token = random_token();

@@ -183,6 +183,28 @@ mod tests {
         assert!(!err.message.contains("s3cr3t"), "{}", err.message);
     }
 
+    /// check-config printed a password given as a URL parameter (sqlx and libpq accept
+    /// `?password=`, and `sslpassword=` for the client key).
+    #[test]
+    fn a_password_given_as_a_parameter_is_never_printed() {
+        let url = DatabaseUrl::parse(
+            "postgres://bot@127.0.0.1:5432/cryptobot?sslmode=require&password=p%40ss&sslpassword=k3y",
+            "t",
+        )
+        .unwrap();
+        let shown = url.redacted();
+        assert!(
+            !shown.contains("p%40ss") && !shown.contains("p@ss"),
+            "{shown}"
+        );
+        assert!(!shown.contains("k3y"), "{shown}");
+        assert_eq!(
+            shown,
+            "postgres://bot@127.0.0.1:5432/cryptobot?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(url.password().as_deref(), Some("p@ss"));
+    }
+
     #[test]
     fn a_url_file_readable_by_others_is_refused() {
         use std::os::unix::fs::PermissionsExt;

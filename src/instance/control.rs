@@ -224,7 +224,8 @@ fn stop_one(state: &LockState, pid: u32, opts: StopOptions) -> Result<String> {
 
 /// Waits until `pid` no longer holds the lock at `path`, checking the kernel's record every 20 ms.
 fn wait_free(path: &Path, pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    // Bounded: a deadline past what the clock can hold would panic (the CLI allows a day at most).
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(86_400));
     loop {
         if !holder::flock_holders(path).contains(&pid) {
             return true;

@@ -35,6 +35,7 @@ pub fn prepare_runtime_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
+    refuse_root_in_a_users_dir(dir, "runtime directory", "CRYPTOBOT_RUNTIME_DIR")?;
     if nix::unistd::access(
         dir,
         nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
@@ -47,6 +48,30 @@ pub fn prepare_runtime_dir(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Root must not create files in a directory that belongs to another user (the service user's
+/// `/run/cryptobot` or `/var/lib/cryptobot`): the lock, status and state files it would leave are
+/// root's, and the service, started next as that user, could not open them (exit 78, no restart).
+pub fn refuse_root_in_a_users_dir(dir: &Path, what: &str, variable: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", meta.uid()), |u| u.name);
+    Err(Failure::config(format!(
+        "{what} {} belongs to {owner}: running as root would leave files there that {owner} cannot use; run as that user (sudo -u {owner} cryptobot run, or systemctl start cryptobot) or set {variable} to a directory of root's",
+        dir.display()
+    )))
 }
 
 impl InstanceGuard {
@@ -159,6 +184,30 @@ fn refusal(mut file: File, path: &Path, runtime_dir: &Path, bot_id: u64) -> Fail
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Root running the bot by hand in the service user's /run/cryptobot left root-owned lock and
+    /// status files there; the service then exited 78 and was not restarted.
+    #[test]
+    fn root_is_refused_in_a_directory_of_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: root_is_refused_in_a_directory_of_another_user: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        // A directory of root's is fine.
+        prepare_runtime_dir(&runtime).unwrap();
+        nix::unistd::chown(&runtime, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let err = prepare_runtime_dir(&runtime).unwrap_err();
+        assert_eq!(err.code, crate::exit::Code::Config);
+        assert!(err.message.contains("running as root"), "{}", err.message);
+        assert!(err.message.contains("sudo -u"), "{}", err.message);
+        assert!(
+            std::fs::read_dir(&runtime).unwrap().next().is_none(),
+            "nothing was created"
+        );
+    }
 
     #[test]
     fn second_guard_in_the_same_process_is_refused_then_free_after_drop() {

@@ -140,6 +140,11 @@ impl SqliteStore {
                 state_dir.display()
             ))
         })?;
+        crate::instance::guard::refuse_root_in_a_users_dir(
+            state_dir,
+            "state directory",
+            "CRYPTOBOT_STATE_DIR",
+        )?;
         let path = state_dir.join("state.db");
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Failure::io(format!(

@@ -122,7 +122,8 @@ impl ApiFailure {
         // InvalidJson carries the raw body: keep the description short and single-line.
         let text = match err {
             RequestError::InvalidJson { source, raw } => {
-                let head: String = raw.chars().take(60).collect();
+                // Redact, then cut: a token cut in two by the cut would no longer be found whole.
+                let head: String = token.redact(raw).chars().take(60).collect();
                 format!("not a Bot API answer ({source}): {head:?}")
             }
             RequestError::Network(e) => {
@@ -142,5 +143,34 @@ impl ApiFailure {
             .redact(&format!("{method}: {text}"))
             .replace('\n', " ");
         Self { kind, detail }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    /// A body that is not the Bot API's JSON is quoted (its first 60 characters) in the error: the token
+    /// in it must be redacted *before* the cut, or the part of it before the cut survives (19 of 36
+    /// secret characters reached stderr, STATUS=, /healthz and the status file).
+    #[test]
+    fn a_token_in_a_garbage_body_is_redacted_before_the_body_is_cut() {
+        let token = Token::parse("123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw").unwrap();
+        // The token starts 30 characters in: a cut at 60 splits its secret.
+        let raw = format!(
+            "<html>proxy error for /bot{}/getUpdates</html>",
+            "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+        );
+        let err = RequestError::InvalidJson {
+            source: std::sync::Arc::new(
+                serde_json::from_str::<serde_json::Value>("<").unwrap_err(),
+            ),
+            raw: raw.into_boxed_str(),
+        };
+        let failure = ApiFailure::from_request_error("getUpdates", &err, &token);
+        for part in ["AAHdqTcvCH1vGWJxfSe", "AAHdqTcvCH", "AAHdq"] {
+            assert!(!failure.detail.contains(part), "{}", failure.detail);
+        }
+        assert!(failure.detail.contains("<redacted>"), "{}", failure.detail);
     }
 }
