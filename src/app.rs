@@ -370,6 +370,7 @@ async fn serve_until_stopped(
         status: Arc::clone(&status),
         bot_id,
         restart_requested: Arc::clone(restart),
+        price_limiter: crate::bot::prices::ChatLimiter::new(),
         stop: cancel.clone(),
     };
     let dispatcher = Dispatcher::new(

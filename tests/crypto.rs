@@ -63,6 +63,14 @@ impl World {
         self.api.sent(self.id)[before].text.clone()
     }
 
+    /// Waits until `chat` has received `n` messages in all.
+    fn wait_for_replies(&self, chat: i64, n: usize) {
+        let id = self.id;
+        let api = &self.api;
+        api.wait_until(id, |_| self.messages_to(chat).len() >= n, T)
+            .unwrap_or_else(|e| panic!("chat {chat} did not get {n} messages: {e}"));
+    }
+
     fn messages_to(&self, chat: i64) -> Vec<String> {
         self.api
             .sent(self.id)
@@ -115,6 +123,101 @@ fn price_answers_exact_digits_and_friendly_errors() {
     assert!(w.ask(CHAT, "/price btc").contains("unavailable"));
     w.prices.fail_with(0);
     assert_eq!(w.ask(CHAT, "/price BTC"), "BTC: 67187.12 USD");
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// One user must not be able to trip the provider's rate limit for everyone: an unknown coin is asked
+/// for once (then remembered as unknown), and lookups that miss the cache are bounded per chat.
+#[test]
+fn an_unknown_coin_is_asked_for_once_and_one_chat_cannot_flood_the_provider() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    let before = w.prices.requests();
+    for _ in 0..5 {
+        w.api.inject_message(w.id, CHAT, "/price nosuchcoin");
+    }
+    w.wait_for_replies(CHAT, 5);
+    assert!(
+        w.messages_to(CHAT)
+            .iter()
+            .all(|m| m.contains("I don't know the coin"))
+    );
+    assert_eq!(
+        w.prices.requests() - before,
+        1,
+        "five lookups of one unknown coin"
+    );
+
+    // Distinct coins (the cache cannot help), all at once: one chat gets its burst (10, of which
+    // the unknown coin took one), then is told to wait.
+    let before = w.prices.requests();
+    for i in 0..15 {
+        w.api
+            .inject_message(w.id, CHAT, &format!("/price coin-{i}"));
+    }
+    w.wait_for_replies(CHAT, 20);
+    let made = w.prices.requests() - before;
+    let refused = w
+        .messages_to(CHAT)
+        .iter()
+        .filter(|m| m.contains("try again in"))
+        .count();
+    assert!(made <= 10, "one chat made {made} requests in a burst");
+    assert!(refused >= 5, "only {refused} of 15 refused");
+    // Another chat is not held back by the first.
+    assert_eq!(w.ask(CHAT + 1, "/price btc"), "BTC: 67187.12 USD");
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// While the provider is down, an alert on a coin nobody checked is not stored (it would pile up
+/// alerts on coins that may not exist); one on a coin the bot knows is.
+#[test]
+fn alerts_on_unchecked_coins_are_refused_while_the_provider_is_down() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    w.prices.fail_with(500);
+    let reply = w.ask(CHAT, "/alert nosuchcoin above 5");
+    assert!(reply.contains("did not set the alert"), "{reply}");
+    assert!(w.ask(CHAT, "/alert btc above 70000").starts_with("Alert #"));
+    w.prices.fail_with(0);
+    let list = w.ask(CHAT, "/alerts");
+    assert!(
+        !list.contains("nosuchcoin") && !list.contains("NOSUCHCOIN"),
+        "{list}"
+    );
+    assert!(list.contains("BTC"), "{list}");
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// The alert checker asks for the coins of all alerts in requests of a bounded size (one URL with
+/// every coin id grew by 1.35 KB per chat of 20 alerts).
+#[test]
+fn the_alert_checker_asks_for_many_coins_in_bounded_requests() {
+    let w = World::new();
+    for i in 0..120 {
+        w.prices.set(&format!("coin-{i}"), "usd", "1");
+    }
+    let bot = w.start(&[]);
+    // 60 chats with 2 alerts each, sent at once (a chat's replies are paced at about 1/s).
+    for i in 0..120 {
+        w.api
+            .inject_message(w.id, CHAT + i / 2, &format!("/alert coin-{i} above 2"));
+    }
+    let id = w.id;
+    w.api
+        .wait_until(id, |_| w.api.sent(id).len() >= 120, T)
+        .unwrap_or_else(|e| panic!("not every alert was answered: {e}"));
+    let set = w
+        .api
+        .sent(id)
+        .iter()
+        .filter(|m| m.text.starts_with("Alert #"))
+        .count();
+    assert_eq!(set, 120);
+    w.wait_for_checks(3);
+    let widest = w.prices.max_ids_per_request();
+    assert!(widest <= 50, "one request asked for {widest} coins");
+    assert!(widest >= 20, "the checker asked for {widest} coins at most");
     assert_eq!(stop(bot), Some(0));
 }
 

@@ -1,6 +1,13 @@
 //! Crypto prices: the [`PriceSource`] trait and its CoinGecko implementation, with a symbol → coin id
 //! map, a short cache and a deadline on every request.
 //!
+//! What one user can cost the provider is bounded, so that nobody can trip its rate limit for every
+//! chat: a coin the provider does not know is remembered as unknown for [`UNKNOWN_COIN_TTL`] (ten
+//! `/price nosuchcoin` are one request); a request asks for at most [`IDS_PER_REQUEST`] coins (the
+//! alert checker's thousands of coins go in several requests of a bounded URL); the cache holds at
+//! most [`CACHE_ENTRIES`] entries; and [`ChatLimiter`] bounds the requests that miss the cache per
+//! chat.
+//!
 //! Prices are [`Decimal`]s read from the JSON number's own text, so a reply shows the provider's digits
 //! and comparisons with a user's threshold are exact: no float surprises. A provider that is down, rate
 //! limited or does not know a coin is a [`PriceError`] the bot turns into a friendly reply.
@@ -35,6 +42,11 @@ pub trait PriceSource: Send + Sync {
         coin_ids: &[String],
         currency: &str,
     ) -> impl Future<Output = Result<PriceTable, PriceError>> + Send;
+
+    /// True when [`PriceSource::prices`] would answer these from its cache, without a request.
+    fn is_cached(&self, _coin_ids: &[String], _currency: &str) -> bool {
+        false
+    }
 }
 
 /// Common symbols and their CoinGecko ids; `coins` in the config adds or overrides entries.
@@ -100,6 +112,12 @@ impl CoinMap {
         self.by_symbol.contains_key(&text.to_ascii_lowercase())
     }
 
+    /// True for a coin id this map names (a built-in symbol's or one from `coins`): known to exist
+    /// without asking the provider.
+    pub fn knows_id(&self, id: &str) -> bool {
+        self.by_symbol.values().any(|known| known == id)
+    }
+
     /// The coin id for a symbol or an id typed by a user ("BTC", "bitcoin"); `None` if it cannot be one.
     pub fn resolve(&self, text: &str) -> Option<String> {
         let lower = text.to_ascii_lowercase();
@@ -119,13 +137,23 @@ impl CoinMap {
     }
 }
 
-/// CoinGecko's `/api/v3/simple/price`, with a cache of `ttl`.
+/// How long a coin the provider did not know is answered as unknown without asking again.
+pub const UNKNOWN_COIN_TTL: Duration = Duration::from_secs(600);
+/// Coins asked for in one request (CoinGecko's ids are up to 64 characters: the URL stays under 4 KB).
+pub const IDS_PER_REQUEST: usize = 50;
+/// Entries the cache holds at most; past that, expired entries go, then the oldest.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+/// A cached answer: the price, or `None` when the provider did not know the coin.
+type Cached = (Instant, Option<Decimal>);
+
+/// CoinGecko's `/api/v3/simple/price`, with a cache of `ttl` (unknown coins: [`UNKNOWN_COIN_TTL`]).
 pub struct CoinGecko {
     http: reqwest::Client,
     base: url::Url,
     api_key: Option<String>,
     ttl: Duration,
-    cache: Mutex<HashMap<(String, String), (Instant, Decimal)>>,
+    cache: Mutex<HashMap<(String, String), Cached>>,
 }
 
 /// Deadline of one price request.
@@ -147,12 +175,34 @@ impl CoinGecko {
         })
     }
 
-    fn cached(&self, coin: &str, currency: &str) -> Option<Decimal> {
+    /// `Some(Some(price))`: a fresh price; `Some(None)`: known to be unknown; `None`: ask the provider.
+    fn cached(&self, coin: &str, currency: &str) -> Option<Option<Decimal>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(&(coin.to_owned(), currency.to_owned()))
-            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .filter(|(at, price)| at.elapsed() < self.ttl_of(price))
             .map(|(_, price)| *price)
+    }
+
+    fn ttl_of(&self, price: &Option<Decimal>) -> Duration {
+        match price {
+            Some(_) => self.ttl,
+            None => UNKNOWN_COIN_TTL,
+        }
+    }
+
+    /// Keeps the cache under [`CACHE_ENTRIES`]: expired entries first, then the oldest.
+    fn bound(&self, cache: &mut HashMap<(String, String), Cached>) {
+        if cache.len() <= CACHE_ENTRIES {
+            return;
+        }
+        cache.retain(|_, (at, price)| at.elapsed() < self.ttl_of(price));
+        if cache.len() > CACHE_ENTRIES {
+            let mut ages: Vec<Instant> = cache.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[cache.len() - CACHE_ENTRIES];
+            cache.retain(|_, (at, _)| *at >= cut);
+        }
     }
 
     async fn fetch(&self, coin_ids: &[String], currency: &str) -> Result<PriceTable, PriceError> {
@@ -217,23 +267,93 @@ impl PriceSource for CoinGecko {
         let mut missing = Vec::new();
         for id in coin_ids {
             match self.cached(id, &currency) {
-                Some(price) => {
+                Some(Some(price)) => {
                     table.insert(id.clone(), price);
                 }
+                Some(None) => {} // known to be unknown: absent from the table
+                None if missing.contains(id) => {}
                 None => missing.push(id.clone()),
             }
         }
-        if !missing.is_empty() {
-            let fetched = self.fetch(&missing, &currency).await?;
+        for chunk in missing.chunks(IDS_PER_REQUEST) {
+            let fetched = self.fetch(chunk, &currency).await?;
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            for (id, price) in fetched {
+            for id in chunk {
+                let price = fetched.get(id).copied();
                 cache.insert((id.clone(), currency.clone()), (now, price));
-                table.insert(id, price);
+                if let Some(price) = price {
+                    table.insert(id.clone(), price);
+                }
             }
+            self.bound(&mut cache);
         }
         Ok(table)
     }
+
+    fn is_cached(&self, coin_ids: &[String], currency: &str) -> bool {
+        let currency = currency.to_ascii_lowercase();
+        coin_ids
+            .iter()
+            .all(|id| self.cached(id, &currency).is_some())
+    }
+}
+
+/// A token bucket per chat for the price lookups that miss the cache: `burst` at once, then one per
+/// `every`. Chats whose bucket is full again are forgotten, so the map holds only recent askers.
+#[derive(Debug)]
+pub struct ChatLimiter {
+    burst: f64,
+    every: Duration,
+    chats: Mutex<HashMap<i64, (f64, Instant)>>,
+}
+
+impl ChatLimiter {
+    /// The default: 10 lookups at once, then one every 6 s (10 a minute) per chat. Lookups served by
+    /// the cache (prices younger than `price_cache_ttl`, unknown coins) do not count.
+    pub fn new() -> Self {
+        Self::with(10, Duration::from_secs(6))
+    }
+
+    pub fn with(burst: u32, every: Duration) -> Self {
+        Self {
+            burst: f64::from(burst),
+            every,
+            chats: Mutex::default(),
+        }
+    }
+
+    /// Takes a token for `chat`; `Err(wait)` when it has none, with the time until the next.
+    pub fn take(&self, chat: i64) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        if chats.len() > 1024 {
+            let (burst, every) = (self.burst, self.every);
+            chats.retain(|_, entry| refill(entry, now, burst, every) < burst);
+        }
+        let entry = chats.entry(chat).or_insert((self.burst, now));
+        let tokens = refill(entry, now, self.burst, self.every);
+        if tokens >= 1.0 {
+            entry.0 = tokens - 1.0;
+            Ok(())
+        } else {
+            Err(self.every.mul_f64(1.0 - tokens))
+        }
+    }
+}
+
+impl Default for ChatLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Refills `entry` (tokens, as of) to `now`; the tokens now.
+fn refill(entry: &mut (f64, Instant), now: Instant, burst: f64, every: Duration) -> f64 {
+    let earned = now.saturating_duration_since(entry.1).as_secs_f64() / every.as_secs_f64();
+    entry.0 = (entry.0 + earned).min(burst);
+    entry.1 = now;
+    entry.0
 }
 
 #[cfg(test)]
@@ -248,6 +368,29 @@ mod tests {
         assert_eq!(map.resolve("pepe").as_deref(), Some("pepe"));
         assert_eq!(map.resolve("not a coin"), None);
         assert_eq!(map.resolve(""), None);
+    }
+
+    #[test]
+    fn a_chat_gets_its_burst_then_waits_and_other_chats_are_not_held() {
+        let limiter = ChatLimiter::with(2, Duration::from_secs(60));
+        assert!(limiter.take(1).is_ok());
+        assert!(limiter.take(1).is_ok());
+        let wait = limiter.take(1).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        assert!(limiter.take(2).is_ok(), "another chat has its own bucket");
+    }
+
+    #[test]
+    fn the_limiter_forgets_chats_whose_bucket_is_full_again() {
+        // Refilled as soon as taken: every entry is "full again" by the next call.
+        let limiter = ChatLimiter::with(1, Duration::from_nanos(1));
+        for chat in 0..5000 {
+            let _ = limiter.take(chat);
+        }
+        assert!(limiter.chats.lock().unwrap().len() <= 1025);
     }
 
     #[test]

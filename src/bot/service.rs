@@ -13,7 +13,7 @@ use teloxide::types::{ChatId, Update, UpdateKind};
 use tokio_util::sync::CancellationToken;
 
 use super::commands::{self, AlertRequest, Direction, PriceRequest, Request};
-use super::prices::{CoinMap, PriceError, PriceSource};
+use super::prices::{ChatLimiter, CoinMap, PriceError, PriceSource};
 use crate::live_status::LiveStatus;
 use crate::store::{NewAlert, Store};
 use crate::telegram::client::UNDECODABLE;
@@ -69,6 +69,9 @@ pub struct Service<P> {
     /// Set by `/restart`; `stop` is then cancelled and the process exits with the restart code.
     pub restart_requested: Arc<AtomicBool>,
     pub stop: CancellationToken,
+    /// Bounds the price lookups that miss the cache, per chat: one user cannot make the bot trip the
+    /// provider's rate limit for everyone.
+    pub price_limiter: ChatLimiter,
 }
 
 pub const NOT_ALLOWED: &str = "not allowed: this command is for the bot's admins (admin_chat_ids)";
@@ -146,7 +149,7 @@ impl<P: PriceSource> Service<P> {
             Request::Ping => "pong".to_owned(),
             Request::Usage(usage) => usage.to_owned(),
             Request::Unknown => UNKNOWN.to_owned(),
-            Request::Price(p) => self.price(&p).await,
+            Request::Price(p) => self.price(chat, &p).await,
             Request::Alert(a) => self.add_alert(chat, &a, fingerprint).await,
             Request::Alerts => self.list_alerts(chat).await,
             Request::DeleteAlert(id) => {
@@ -192,8 +195,24 @@ impl<P: PriceSource> Service<P> {
         )
     }
 
-    async fn price(&self, request: &PriceRequest) -> String {
+    /// `Err(reply)` when `chat` has made too many lookups that miss the cache lately.
+    fn may_look_up(&self, chat: i64, ids: &[String], currency: &str) -> Result<(), String> {
+        if self.prices.is_cached(ids, currency) {
+            return Ok(());
+        }
+        self.price_limiter.take(chat).map_err(|wait| {
+            format!(
+                "You have asked for many prices in a short time; try again in {} s.",
+                wait.as_secs().max(1)
+            )
+        })
+    }
+
+    async fn price(&self, chat: i64, request: &PriceRequest) -> String {
         let ids: Vec<String> = request.coins.iter().map(|(_, id)| id.clone()).collect();
+        if let Err(reply) = self.may_look_up(chat, &ids, &request.currency) {
+            return reply;
+        }
         let table = match self.prices.prices(&ids, &request.currency).await {
             Ok(t) => t,
             Err(e) => return format!("Sorry, {e}."),
@@ -214,11 +233,12 @@ impl<P: PriceSource> Service<P> {
     }
 
     async fn add_alert(&self, chat: i64, a: &AlertRequest, source_update: i64) -> String {
+        let ids = std::slice::from_ref(&a.coin_id);
+        if let Err(reply) = self.may_look_up(chat, ids, &a.currency) {
+            return reply;
+        }
         // The price now decides whether the alert waits for a crossing (armed) or is already past it.
-        let now = self
-            .prices
-            .prices(std::slice::from_ref(&a.coin_id), &a.currency)
-            .await;
+        let now = self.prices.prices(ids, &a.currency).await;
         let current: Option<Decimal> = match &now {
             Ok(table) if !table.contains_key(&a.coin_id) => {
                 return format!(
@@ -227,7 +247,16 @@ impl<P: PriceSource> Service<P> {
                 );
             }
             Ok(table) => table.get(&a.coin_id).copied(),
-            Err(_) => None,
+            // A coin the map names is known to exist: the alert waits for its first check. Any
+            // other id must be confirmed by the provider first, or alerts on coins nobody checked
+            // would pile up while it is down.
+            Err(_) if self.settings().coins.knows_id(&a.coin_id) => None,
+            Err(e) => {
+                return format!(
+                    "Sorry, I cannot check the coin {:?} now, so I did not set the alert: {e}.",
+                    a.symbol.to_ascii_lowercase()
+                );
+            }
         };
         let already = current.is_some_and(|p| crossed(a.direction, p, a.threshold));
         let threshold = a.threshold.to_string();

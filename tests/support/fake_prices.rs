@@ -15,6 +15,8 @@ struct State {
     /// 0: answer normally; else answer this HTTP status.
     fail_with: AtomicU16,
     requests: AtomicU64,
+    /// The most coin ids one request asked for.
+    max_ids: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -58,6 +60,11 @@ impl FakePrices {
 
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// The most coin ids one request has asked for so far.
+    pub fn max_ids_per_request(&self) -> u64 {
+        self.state.max_ids.load(Ordering::Relaxed)
     }
 }
 
@@ -109,6 +116,8 @@ fn prices_body(target: &str, state: &State) -> String {
             .unwrap_or_default()
     };
     let (ids, currencies) = (param("ids"), param("vs_currencies"));
+    let asked = ids.split(',').filter(|s| !s.is_empty()).count() as u64;
+    state.max_ids.fetch_max(asked, Ordering::Relaxed);
     let prices = state.prices.lock().unwrap();
     let mut coins = Vec::new();
     for id in ids.split(',').filter(|s| !s.is_empty()) {
