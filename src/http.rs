@@ -153,7 +153,7 @@ pub async fn serve_with_limits(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Owns every connection's task: dropping this future aborts them all (`StandbyServer::stop`).
-    let mut connections = JoinSet::new();
+    let mut connections: JoinSet<()> = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
