@@ -2,10 +2,13 @@
 //!
 //! Guarantees:
 //! - A request is accepted only on the path derived from the secret (else 404) and with the secret in
-//!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time (else 401). A body over
-//!   [`MAX_BODY`] is 413, one without an `update_id` is 400 (an update with an id that does not
-//!   decode is accepted and skipped, as in polling mode). None of them is logged with the secret or
-//!   the body, and none reaches the bot.
+//!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time (else 401). Both are checked from
+//!   the request head, before a byte of the body is read: a refused request is answered at once and
+//!   its connection closed, so a stranger's body never costs memory or time. A body over
+//!   [`MAX_BODY`] is 413 (by its `Content-Length` before reading, else when the limit is passed), one
+//!   not complete within [`BODY_READ_TIMEOUT`] 408, one without an `update_id` 400 (an update with an
+//!   id that does not decode is accepted and skipped, as in polling mode). None of them is logged
+//!   with the secret or the body, and none reaches the bot.
 //! - 200 is answered only once the update is durably accepted: handled and recorded with its replies in
 //!   the state store (one transaction, [`Dispatcher`]), or recognised as a duplicate of one that was.
 //!   A store that refuses is 503: Telegram keeps the update and delivers it again. So a crash or a
@@ -19,10 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use teloxide::types::Update;
@@ -43,6 +48,11 @@ pub const MAX_BODY: usize = 1 << 20;
 
 /// The header Telegram sends the secret token in.
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// How long the whole body of a request that passed the secret checks may take to arrive. Telegram
+/// sends an update's few kilobytes in one go; a body still incomplete after this is cut (408) and its
+/// connection closed, so a stalled sender does not hold a connection or the memory read so far.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a request is refused (never says more to the caller than its status).
 #[derive(Debug, PartialEq, Eq)]
@@ -91,12 +101,7 @@ pub fn decode(
     expected: &WebhookSecret,
     body: &[u8],
 ) -> Result<Update, Rejection> {
-    let matches = secret_header.is_some_and(|given| {
-        let expected = expected.expose().as_bytes();
-        // Lengths may differ; ct_eq is false then, after a comparison whose time depends only on them.
-        bool::from(given.ct_eq(expected))
-    });
-    if !matches {
+    if !secret_matches(secret_header, expected) {
         return Err(Rejection::WrongSecret);
     }
     if body.len() > MAX_BODY {
@@ -107,6 +112,15 @@ pub fn decode(
     // is accepted as an "undecodable" update, skipped by the handler and answered 200. A 400 would
     // make Telegram send it again for ever, holding back every update behind it.
     crate::telegram::client::decode_update(text).ok_or(Rejection::Malformed)
+}
+
+/// Whether the secret header holds `expected`, compared in constant time.
+fn secret_matches(secret_header: Option<&[u8]>, expected: &WebhookSecret) -> bool {
+    secret_header.is_some_and(|given| {
+        let expected = expected.expose().as_bytes();
+        // Lengths may differ; ct_eq is false then, after a comparison whose time depends only on them.
+        bool::from(given.ct_eq(expected))
+    })
 }
 
 /// The secret and the path derived from it; a reload may replace both (after `setWebhook`).
@@ -133,61 +147,106 @@ pub struct Inbound {
     pub bot_id: u64,
 }
 
-/// The webhook route, to merge into the HTTP router.
+/// The webhook route, to merge into the HTTP router. It reads the body itself (bounded in size and
+/// time), so axum's body limit does not apply.
 pub fn router(inbound: Inbound) -> Router {
     Router::new()
         .route(&format!("{PATH_PREFIX}{{path}}"), post(receive))
-        // Read one byte more than the limit, so an oversized body reaches `decode` as such: 413.
-        .layer(DefaultBodyLimit::max(MAX_BODY + 1))
         .with_state(inbound)
 }
 
+/// An answer that also closes the connection: for a request whose body was not read (hyper could
+/// not tell where the next request starts) or that broke off.
+fn closing(status: StatusCode) -> Response {
+    (status, [(header::CONNECTION, "close")]).into_response()
+}
+
+/// Checks the head (path, secret, announced size), only then reads the body (bounded), decodes it
+/// and hands the update to the dispatcher.
 async fn receive(
     State(inbound): State<Inbound>,
     Path(path): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+    body: Body,
+) -> Response {
     let credentials = inbound
         .credentials
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     if !bool::from(path.as_bytes().ct_eq(credentials.path.as_bytes())) {
-        return StatusCode::NOT_FOUND;
+        return closing(StatusCode::NOT_FOUND);
     }
-    let header = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-    let update = match decode(header, &credentials.secret, &body) {
-        Ok(update) => update,
-        Err(rejection) => {
-            inbound.status.metrics.api_error(match rejection {
-                Rejection::WrongSecret => "webhook_unauthorized",
-                Rejection::TooLarge => "webhook_too_large",
-                Rejection::Malformed => "webhook_malformed",
-            });
+    let secret_header = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+    if !secret_matches(secret_header, &credentials.secret) {
+        return refuse(&inbound, Rejection::WrongSecret, 0);
+    }
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY as u64) {
+        return refuse(&inbound, Rejection::TooLarge, 0);
+    }
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return refuse(&inbound, Rejection::TooLarge, MAX_BODY);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(
+                bot_id = inbound.bot_id,
+                "webhook request: the body broke off ({e}): answered 400"
+            );
+            return closing(StatusCode::BAD_REQUEST);
+        }
+        Err(_elapsed) => {
+            inbound.status.metrics.api_error("webhook_body_timeout");
             tracing::warn!(
                 bot_id = inbound.bot_id,
-                "webhook request refused ({rejection:?}, {} bytes): answered {}",
-                body.len(),
-                rejection.status().as_u16()
+                "webhook request refused (its body was not complete within {} s): answered 408",
+                BODY_READ_TIMEOUT.as_secs()
             );
-            return rejection.status();
+            return closing(StatusCode::REQUEST_TIMEOUT);
         }
+    };
+    let update = match decode(secret_header, &credentials.secret, &body) {
+        Ok(update) => update,
+        Err(rejection) => return refuse(&inbound, rejection, body.len()),
     };
     inbound.status.metrics.updates_received.inc();
     inbound.status.webhook_received();
     let outcome = inbound.dispatcher.lock().await.dispatch(&update).await;
     inbound.liveness.beat();
     match outcome {
-        Outcome::Handled | Outcome::Duplicate => StatusCode::OK,
+        Outcome::Handled | Outcome::Duplicate => StatusCode::OK.into_response(),
         Outcome::NotRecorded | Outcome::Fenced => {
             tracing::error!(
                 bot_id = inbound.bot_id,
                 update_id = update.id.0,
                 "cannot record the update: answered 503, Telegram will deliver it again"
             );
-            StatusCode::SERVICE_UNAVAILABLE
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+    }
+}
+
+/// Counts and logs a refusal (never with the secret or the body) and answers its status. A refusal
+/// before the body was read closes the connection: its unread body is not worth reading.
+fn refuse(inbound: &Inbound, rejection: Rejection, body_read: usize) -> Response {
+    inbound.status.metrics.api_error(match rejection {
+        Rejection::WrongSecret => "webhook_unauthorized",
+        Rejection::TooLarge => "webhook_too_large",
+        Rejection::Malformed => "webhook_malformed",
+    });
+    tracing::warn!(
+        bot_id = inbound.bot_id,
+        "webhook request refused ({rejection:?}, {body_read} bytes read): answered {}",
+        rejection.status().as_u16()
+    );
+    match rejection {
+        Rejection::WrongSecret | Rejection::TooLarge => closing(rejection.status()),
+        Rejection::Malformed => rejection.status().into_response(),
     }
 }
 
