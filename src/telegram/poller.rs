@@ -434,3 +434,96 @@ pub async fn confirm_offset(
         call.await.map(|_| Confirmation::Confirmed(next))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::dispatch::RecentUpdates;
+    use crate::bot::prices::{ChatLimiter, CoinGecko};
+    use crate::bot::service::{BotSettings, Context, Service};
+    use crate::store::Store;
+
+    /// G3: an update whose record the store refuses (after the dispatcher's retries) is never moved
+    /// past: the loop stops with an error (the process exits 74 and systemd restarts it) and the
+    /// update stays unconfirmed at Telegram, so the next start handles it. It used to be logged as
+    /// lost and confirmed with the next poll.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_that_cannot_be_recorded_stops_the_loop_unconfirmed() {
+        let fake = fake_bot_api::FakeBotApi::start();
+        let token = "7000124:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let bot = fake.add_bot(token, "unrecorded_bot");
+        fake.inject_message(bot, 5, "/ping");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        store.close().await; // every write now fails
+        let api_url: url::Url = fake.url().parse().unwrap();
+        let client = Client::new(
+            &crate::secret::Token::parse(token).unwrap(),
+            &api_url,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let status = Arc::new(LiveStatus::new());
+        let liveness = Arc::new(Liveness::new());
+        let (_settings, settings) = tokio::sync::watch::channel(Arc::new(BotSettings {
+            admins: Vec::new(),
+            default_currency: "usd".into(),
+            max_alerts_per_chat: 5,
+            coins: Default::default(),
+        }));
+        let service = Service {
+            prices: Arc::new(CoinGecko::new(api_url, None, Duration::ZERO).unwrap()),
+            store,
+            settings,
+            context: Context {
+                username: "unrecorded_bot".into(),
+                host: "test".into(),
+                pid: 1,
+                version: "0",
+                started: Instant::now(),
+                role: "test".into(),
+            },
+            status: Arc::clone(&status),
+            bot_id: bot as u64,
+            restart_requested: Default::default(),
+            stop: CancellationToken::new(),
+            price_limiter: ChatLimiter::new(),
+        };
+        let dispatcher = Dispatcher::new(
+            service,
+            Default::default(),
+            status,
+            liveness,
+            bot as u64,
+            RecentUpdates::default(),
+        );
+        let conflict = ConflictPolicy {
+            on_conflict: OnConflict::Backoff,
+            max_conflicts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
+        };
+        let mut poller = Poller::new(
+            client,
+            PollerOptions::new(Duration::from_secs(1), conflict, false),
+            dispatcher,
+        );
+        let cancel = CancellationToken::new();
+        let ended = tokio::time::timeout(Duration::from_secs(20), poller.run(&cancel))
+            .await
+            .expect("the loop went on past an update it could not record");
+        let failure = ended.expect_err("the loop must stop with an error");
+        assert_eq!(failure.code, Code::IoErr, "{}", failure.message);
+        assert!(
+            failure.message.contains("unconfirmed"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(poller.offset(), None, "the offset did not move past it");
+        assert_eq!(
+            fake.stats(bot).pending_updates,
+            1,
+            "left for the next start"
+        );
+    }
+}
