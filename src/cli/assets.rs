@@ -184,7 +184,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "CRYPTOBOT_LEASE_TTL",
-        "Seconds a lease lasts without renewal (\\fBlease_ttl\\fR; default 10).",
+        "Seconds a lease lasts without renewal (\\fBlease_ttl\\fR; 8 to 300, default 10).",
     ),
     (
         "CRYPTOBOT_DATABASE_URL",
