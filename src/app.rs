@@ -320,14 +320,18 @@ async fn serve_until_stopped(
     // The sender, the alert checker and the HTTP server must not end while the bot runs: one that
     // does stops the process (exit 70), and systemd restarts it.
     let essentials = essential::Essentials::default();
+    // The queue stops only in its closing step, after the update source drained: the replies of the
+    // last handlers (a /restart's own) are in the outbox by then and go out within its drain.
+    let outbound_stop = CancellationToken::new();
     let sender = essentials.spawn("outbound queue", cancel, {
-        let cancel = cancel.clone();
+        let stop = outbound_stop.clone();
         async move {
-            outbound.run(cancel).await;
+            outbound.run(stop).await;
             Ok(())
         }
     });
     cleanup.push("outbound queue", move || async move {
+        outbound_stop.cancel();
         sender.await.map_err(|e| e.to_string())?
     });
 
@@ -376,31 +380,29 @@ async fn serve_until_stopped(
     let dispatcher = Dispatcher::new(
         service,
         wake,
-        Arc::clone(&status),
         Arc::clone(&liveness),
-        bot_id,
         crate::bot::dispatch::RecentUpdates::new(handled_before),
+        crate::bot::dispatch::Concurrency::default(),
+        cancel.clone(),
     );
+    // What an earlier process accepted but did not handle goes first.
+    dispatcher.recover().await?;
     // Webhook mode: the dispatcher is shared by the route and the keeper that feeds the watchdog.
     let credentials = webhook.clone().map(|secret| {
         Arc::new(std::sync::RwLock::new(crate::webhook::Credentials::new(
             secret,
         )))
     });
-    let (webhook_routes, shared_dispatcher, dispatcher) = match &credentials {
-        Some(credentials) => {
-            let shared = Arc::new(tokio::sync::Mutex::new(dispatcher));
-            let inbound = crate::webhook::Inbound {
-                dispatcher: Arc::clone(&shared),
-                credentials: Arc::clone(credentials),
-                status: Arc::clone(&status),
-                liveness: Arc::clone(&liveness),
-                bot_id,
-            };
-            (Some(crate::webhook::router(inbound)), Some(shared), None)
-        }
-        None => (None, None, Some(dispatcher)),
-    };
+    let webhook_routes = credentials.as_ref().map(|credentials| {
+        crate::webhook::router(crate::webhook::Inbound {
+            dispatcher: dispatcher.clone(),
+            credentials: Arc::clone(credentials),
+            status: Arc::clone(&status),
+            liveness: Arc::clone(&liveness),
+            bot_id,
+        })
+    });
+    let webhook_routes_set = webhook_routes.is_some();
     if let Some((listener, origin)) = http {
         let state = http_state;
         let addr = listener
@@ -456,16 +458,28 @@ async fn serve_until_stopped(
         });
     }
 
-    if let Some(shared) = shared_dispatcher {
+    if webhook_routes_set {
         tracing::info!(bot_id, "receiving updates by webhook");
-        // Beat at the pace the supervisor checks; a handler stuck longer starves the watchdog.
+        // Beat at the pace the supervisor checks; handlers stuck longer starve the watchdog.
         let period = watchdog_timeout.map_or(Duration::from_secs(1), |wd| {
             (wd / 4).min(Duration::from_secs(1))
         });
-        crate::webhook::keep_alive(shared, Arc::clone(&liveness), period, cancel.clone()).await;
-        return essentials.failure().map_or(Ok(()), Err);
+        crate::webhook::keep_alive(
+            dispatcher.clone(),
+            Arc::clone(&liveness),
+            period,
+            cancel.clone(),
+        )
+        .await;
+        // The stop: handlers in progress finish (bounded); the rest stays in the inbox.
+        dispatcher
+            .drain(crate::telegram::poller::DRAIN_BUDGET)
+            .await;
+        return dispatcher
+            .failure()
+            .or_else(|| essentials.failure())
+            .map_or(Ok(()), Err);
     }
-    let dispatcher = dispatcher.expect("polling mode keeps the dispatcher");
     let mut options = PollerOptions::new(
         poll_timeout,
         config.settings.conflict,

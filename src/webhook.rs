@@ -9,14 +9,18 @@
 //!   not complete within [`BODY_READ_TIMEOUT`] 408, one without an `update_id` 400 (an update with an
 //!   id that does not decode is accepted and skipped, as in polling mode). None of them is logged
 //!   with the secret or the body, and none reaches the bot.
-//! - 200 is answered only once the update is durably accepted: handled and recorded with its replies in
-//!   the state store (one transaction, [`Dispatcher`]), or recognised as a duplicate of one that was.
+//! - 200 is answered only once the update is durably accepted: written to the state store's inbox
+//!   ([`Dispatcher::accept`], one short transaction), or recognised as one accepted or handled before.
 //!   A store that refuses is 503: Telegram keeps the update and delivers it again. So a crash or a
 //!   restart loses nothing; with cryptobot.socket, systemd keeps the socket open meanwhile.
-//! - Updates are handled one at a time (the webhook is set with `max_connections = 1`, and a mutex keeps
-//!   it so), in update-id order.
-//! - G5 in webhook mode: [`keep_alive`] beats the watchdog's [`Liveness`] only while the dispatcher can
-//!   be entered; a handler stuck holding it starves the watchdog, as a stuck poll does in polling mode.
+//! - Handling happens behind the answer, concurrently across chats and in arrival order within one
+//!   (the dispatcher's workers): one chat's slow handler holds back no other chat's updates, and
+//!   Telegram's next delivery waits only for the inbox write. The webhook stays set with
+//!   `max_connections = 1`: Telegram delivers in order over one connection, and with several it may
+//!   deliver two updates of one chat at once, in either order; the concurrency that matters is the
+//!   dispatcher's, which more connections would not add to.
+//! - G5 in webhook mode: [`keep_alive`] beats the watchdog's [`Liveness`] only while the dispatcher's
+//!   handlers make progress (nothing waiting, or an update recorded recently).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +35,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use teloxide::types::Update;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::dispatch::{Dispatcher, Outcome};
@@ -140,7 +143,7 @@ impl Credentials {
 /// What the webhook route needs.
 #[derive(Clone)]
 pub struct Inbound {
-    pub dispatcher: Arc<Mutex<Dispatcher>>,
+    pub dispatcher: Dispatcher,
     pub credentials: Arc<std::sync::RwLock<Credentials>>,
     pub status: Arc<LiveStatus>,
     pub liveness: Arc<Liveness>,
@@ -216,10 +219,12 @@ async fn receive(
     };
     inbound.status.metrics.updates_received.inc();
     inbound.status.webhook_received();
-    let outcome = inbound.dispatcher.lock().await.dispatch(&update).await;
-    inbound.liveness.beat();
+    let outcome = inbound
+        .dispatcher
+        .accept(std::slice::from_ref(&update))
+        .await;
     match outcome {
-        Outcome::Handled | Outcome::Duplicate => StatusCode::OK.into_response(),
+        Outcome::Accepted => StatusCode::OK.into_response(),
         Outcome::NotRecorded | Outcome::Fenced => {
             tracing::error!(
                 bot_id = inbound.bot_id,
@@ -250,10 +255,10 @@ fn refuse(inbound: &Inbound, rejection: Rejection, body_read: usize) -> Response
     }
 }
 
-/// Feeds the watchdog in webhook mode: every `period`, enter the dispatcher (bounded by `period`)
-/// and beat only if that succeeded. Runs until `cancel`.
+/// Feeds the watchdog in webhook mode: every `period`, beat if the dispatcher's handlers make
+/// progress (nothing waits, or an update was recorded within [`HANDLER_STALL`]). Runs until `cancel`.
 pub async fn keep_alive(
-    dispatcher: Arc<Mutex<Dispatcher>>,
+    dispatcher: Dispatcher,
     liveness: Arc<Liveness>,
     period: Duration,
     cancel: CancellationToken,
@@ -265,20 +270,19 @@ pub async fn keep_alive(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let entered = tokio::select! {
-            () = cancel.cancelled() => return,
-            guard = tokio::time::timeout(period, dispatcher.lock()) => guard.is_ok(),
-        };
-        if entered {
+        if dispatcher.is_progressing(HANDLER_STALL) {
             liveness.beat();
         } else {
             tracing::warn!(
-                "the webhook handler has been busy for more than {:.1} s",
-                period.as_secs_f64()
+                "the update handlers have recorded nothing for more than {} s",
+                HANDLER_STALL.as_secs()
             );
         }
     }
 }
+
+/// Handlers count as stuck when updates wait and none was recorded for this long.
+const HANDLER_STALL: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

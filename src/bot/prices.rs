@@ -147,13 +147,56 @@ pub const CACHE_ENTRIES: usize = 10_000;
 /// A cached answer: the price, or `None` when the provider did not know the coin.
 type Cached = (Instant, Option<Decimal>);
 
+/// What a request in flight will tell those waiting for one coin: its price, `None` if unknown.
+type Landing = Option<Result<Option<Decimal>, PriceError>>;
+
 /// CoinGecko's `/api/v3/simple/price`, with a cache of `ttl` (unknown coins: [`UNKNOWN_COIN_TTL`]).
+///
+/// Concurrent lookups of the same coin and currency share one request: the first asks, the others
+/// wait for its answer (`in_flight`). A slow or hanging provider delays only the callers that asked
+/// for a price (each request is bounded by [`PRICE_DEADLINE`]).
 pub struct CoinGecko {
     http: reqwest::Client,
     base: url::Url,
     api_key: Option<String>,
     ttl: Duration,
     cache: Mutex<HashMap<(String, String), Cached>>,
+    in_flight: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<Landing>>>,
+}
+
+/// The coins one lookup is asking the provider for: each answer goes to whoever waits for it; what
+/// is left when it is dropped (an error, a cancelled lookup) is told "unavailable".
+struct Asking<'a> {
+    owner: &'a CoinGecko,
+    currency: String,
+    senders: HashMap<String, tokio::sync::watch::Sender<Landing>>,
+}
+
+impl Asking<'_> {
+    fn land(&mut self, id: &str, landing: Result<Option<Decimal>, PriceError>) {
+        if let Some(sender) = self.senders.remove(id) {
+            self.owner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(id.to_owned(), self.currency.clone()));
+            let _ = sender.send(Some(landing));
+        }
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let ids: Vec<String> = self.senders.keys().cloned().collect();
+        for id in ids {
+            self.land(
+                &id,
+                Err(PriceError::Unavailable(
+                    "the request was abandoned".to_owned(),
+                )),
+            );
+        }
+    }
 }
 
 /// Deadline of one price request.
@@ -172,6 +215,7 @@ impl CoinGecko {
             api_key,
             ttl,
             cache: Mutex::default(),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -275,18 +319,70 @@ impl PriceSource for CoinGecko {
                 None => missing.push(id.clone()),
             }
         }
-        for chunk in missing.chunks(IDS_PER_REQUEST) {
-            let fetched = self.fetch(chunk, &currency).await?;
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            for id in chunk {
-                let price = fetched.get(id).copied();
-                cache.insert((id.clone(), currency.clone()), (now, price));
-                if let Some(price) = price {
-                    table.insert(id.clone(), price);
+        // Coins another lookup is asking for already are waited for, not asked again.
+        let mut asking = Asking {
+            owner: self,
+            currency: currency.clone(),
+            senders: HashMap::new(),
+        };
+        let mut waiting = Vec::new();
+        let mut ask = Vec::new();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for id in missing {
+                let key = (id.clone(), currency.clone());
+                match in_flight.get(&key) {
+                    Some(landing) => waiting.push((id, landing.clone())),
+                    None => {
+                        let (sender, landing) = tokio::sync::watch::channel(None);
+                        in_flight.insert(key, landing);
+                        asking.senders.insert(id.clone(), sender);
+                        ask.push(id);
+                    }
                 }
             }
-            self.bound(&mut cache);
+        }
+        for chunk in ask.chunks(IDS_PER_REQUEST) {
+            let fetched = match self.fetch(chunk, &currency).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    for id in chunk {
+                        asking.land(id, Err(e.clone()));
+                    }
+                    return Err(e);
+                }
+            };
+            let now = Instant::now();
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                for id in chunk {
+                    let price = fetched.get(id).copied();
+                    cache.insert((id.clone(), currency.clone()), (now, price));
+                    if let Some(price) = price {
+                        table.insert(id.clone(), price);
+                    }
+                }
+                self.bound(&mut cache);
+            }
+            for id in chunk {
+                asking.land(id, Ok(fetched.get(id).copied()));
+            }
+        }
+        drop(asking);
+        for (id, mut landing) in waiting {
+            let landed = match landing.wait_for(Option::is_some).await {
+                Ok(value) => value.clone().unwrap_or_else(|| {
+                    Err(PriceError::Unavailable(
+                        "the request was abandoned".to_owned(),
+                    ))
+                }),
+                Err(_) => Err(PriceError::Unavailable(
+                    "the request was abandoned".to_owned(),
+                )),
+            };
+            if let Some(price) = landed? {
+                table.insert(id, price);
+            }
         }
         Ok(table)
     }

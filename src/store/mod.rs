@@ -48,6 +48,25 @@ pub struct HandledUpdate {
     pub fingerprint: i64,
 }
 
+/// An update accepted into the inbox, waiting to be handled (or about to be written there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxUpdate {
+    /// The inbox's order (arrival order); 0 before it is written.
+    pub seq: i64,
+    pub update: HandledUpdate,
+    /// The update's JSON, as decoded and re-encoded (what the next start decodes again).
+    pub body: String,
+}
+
+/// An update whose handler finished: what it was (and its inbox row, if it had one), and its replies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    pub inbox_seq: Option<i64>,
+    pub update: HandledUpdate,
+    /// (chat id, text) in the order they go out.
+    pub replies: Vec<(i64, String)>,
+}
+
 /// Why a store call failed. One line; never contains a password.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -118,7 +137,29 @@ impl Store {
         update: HandledUpdate,
         replies: &[(i64, String)],
     ) -> Result<()> {
-        on_backend!(self, s => s.mark_handled(bot_id, update, replies))
+        let handled = Handled {
+            inbox_seq: None,
+            update,
+            replies: replies.to_vec(),
+        };
+        self.mark_handled_many(bot_id, std::slice::from_ref(&handled))
+            .await
+    }
+
+    /// Group commit: records every update of `handled` (deleting its inbox row, remembering it as
+    /// handled, queueing its replies in order) in ONE transaction: all of them or none.
+    pub async fn mark_handled_many(&self, bot_id: u64, handled: &[Handled]) -> Result<()> {
+        on_backend!(self, s => s.mark_handled_many(bot_id, handled))
+    }
+
+    /// Writes `updates` into the inbox in one transaction; their `seq`s, in order.
+    pub async fn inbox_add(&self, bot_id: u64, updates: &[InboxUpdate]) -> Result<Vec<i64>> {
+        on_backend!(self, s => s.inbox_add(bot_id, updates))
+    }
+
+    /// The updates waiting in the inbox, in arrival order.
+    pub async fn inbox(&self, bot_id: u64) -> Result<Vec<InboxUpdate>> {
+        on_backend!(self, s => s.inbox(bot_id))
     }
 
     /// The webhook secret generated for `bot_id` earlier, if any.

@@ -26,7 +26,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::sqlite::{ALERT_COLUMNS, AlertTuple};
 use super::{
-    AlertRow, Error, HandledUpdate, NewAlert, OutboxMessage, PRUNE_EVERY, RECENT_UPDATES, Result,
+    AlertRow, Error, Handled, HandledUpdate, InboxUpdate, NewAlert, OutboxMessage, PRUNE_EVERY,
+    RECENT_UPDATES, Result,
 };
 use crate::instance::lease::Lease;
 
@@ -135,14 +136,18 @@ impl PgStore {
         .await
     }
 
-    pub async fn mark_handled(
-        &self,
-        bot_id: u64,
-        update: HandledUpdate,
-        replies: &[(i64, String)],
-    ) -> Result<()> {
+    pub async fn mark_handled_many(&self, bot_id: u64, handled: &[Handled]) -> Result<()> {
         self.bounded(async {
             let mut tx = self.begin_fenced().await?;
+            let seqs: Vec<i64> = handled.iter().filter_map(|h| h.inbox_seq).collect();
+            if !seqs.is_empty() {
+                sqlx::query("DELETE FROM inbox WHERE seq = ANY($1)")
+                    .bind(&seqs)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+            let replies: Vec<&(i64, String)> = handled.iter().flat_map(|h| &h.replies).collect();
             if !replies.is_empty() {
                 let chats: Vec<i64> = replies.iter().map(|(c, _)| *c).collect();
                 let texts: Vec<&str> = replies.iter().map(|(_, t)| t.as_str()).collect();
@@ -161,23 +166,27 @@ impl PgStore {
                 .map_err(|e| self.fail(e))?;
             }
             // An id seen before with another fingerprint (a reset sequence) takes the new one, and
-            // the new sequence number (`excluded.seq` is the one just drawn).
-            let seq: i64 = sqlx::query_scalar(
+            // the new sequence number (`excluded.seq` is the one just drawn). One statement for all.
+            let ids: Vec<i64> = handled.iter().map(|h| h.update.id).collect();
+            let fingerprints: Vec<i64> = handled.iter().map(|h| h.update.fingerprint).collect();
+            let seqs: Vec<i64> = sqlx::query_scalar(
                 "INSERT INTO handled_updates (bot_id, update_id, fingerprint, epoch, handled_at)
-                 VALUES ($1, $2, $3, $4, now())
+                 SELECT $1, u.id, u.fingerprint, $2, now()
+                   FROM unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS u(id, fingerprint, n)
+                  ORDER BY u.n
                  ON CONFLICT (bot_id, update_id) DO UPDATE SET
                      seq = excluded.seq, fingerprint = excluded.fingerprint,
                      epoch = excluded.epoch, handled_at = excluded.handled_at
                  RETURNING seq",
             )
             .bind(bot_id as i64)
-            .bind(update.id)
-            .bind(update.fingerprint)
             .bind(self.epoch)
-            .fetch_one(&mut *tx)
+            .bind(&ids)
+            .bind(&fingerprints)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.fail(e))?;
-            if seq % PRUNE_EVERY == 0 {
+            if seqs.iter().any(|seq| seq % PRUNE_EVERY == 0) {
                 sqlx::query(
                     "DELETE FROM handled_updates WHERE bot_id = $1 AND seq <=
                      (SELECT seq FROM handled_updates WHERE bot_id = $1
@@ -190,6 +199,57 @@ impl PgStore {
                 .map_err(|e| self.fail(e))?;
             }
             self.commit(tx).await
+        })
+        .await
+    }
+
+    pub async fn inbox_add(&self, bot_id: u64, updates: &[InboxUpdate]) -> Result<Vec<i64>> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            let ids: Vec<i64> = updates.iter().map(|u| u.update.id).collect();
+            let fingerprints: Vec<i64> = updates.iter().map(|u| u.update.fingerprint).collect();
+            let bodies: Vec<&str> = updates.iter().map(|u| u.body.as_str()).collect();
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "INSERT INTO inbox (bot_id, update_id, fingerprint, body, epoch, received_at)
+                 SELECT $1, u.id, u.fingerprint, u.body, $2, now()
+                   FROM unnest($3::bigint[], $4::bigint[], $5::text[])
+                        WITH ORDINALITY AS u(id, fingerprint, body, n)
+                  ORDER BY u.n
+                 RETURNING seq",
+            )
+            .bind(bot_id as i64)
+            .bind(self.epoch)
+            .bind(&ids)
+            .bind(&fingerprints)
+            .bind(&bodies)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+            self.commit(tx).await?;
+            let mut seqs = seqs;
+            seqs.sort_unstable(); // drawn in ORDINALITY order: ascending is arrival order
+            Ok(seqs)
+        })
+        .await
+    }
+
+    pub async fn inbox(&self, bot_id: u64) -> Result<Vec<InboxUpdate>> {
+        self.bounded(async {
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+                "SELECT seq, update_id, fingerprint, body FROM inbox WHERE bot_id = $1 ORDER BY seq",
+            )
+            .bind(bot_id as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, id, fingerprint, body)| InboxUpdate {
+                    seq,
+                    update: HandledUpdate { id, fingerprint },
+                    body,
+                })
+                .collect())
         })
         .await
     }

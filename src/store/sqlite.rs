@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{HandledUpdate, PRUNE_EVERY, RECENT_UPDATES};
+use super::{Handled, InboxUpdate, PRUNE_EVERY, RECENT_UPDATES};
 use crate::exit::{Failure, Result};
 use crate::instance::holder::unix_now;
 
@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "handled updates",
         include_str!("migrations/sqlite/0005_handled_updates.sql"),
     ),
+    (6, "inbox", include_str!("migrations/sqlite/0006_inbox.sql")),
 ];
 
 fn now_ms() -> i64 {
@@ -205,31 +206,40 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    /// Records that the handler of `update` finished and queues its replies, in one transaction:
-    /// either both happen or neither (G3/G4: a crash never loses a reply of a handled update).
-    pub async fn mark_handled(
+    /// Records every update of `handled` (inbox row deleted, remembered as handled, replies queued) in
+    /// one transaction.
+    pub async fn mark_handled_many(
         &self,
         bot_id: u64,
-        update: HandledUpdate,
-        replies: &[(i64, String)],
+        handled: &[Handled],
     ) -> std::result::Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        for (chat, text) in replies {
-            queue_message(&mut tx, bot_id, *chat, text, now).await?;
+        let mut prune = false;
+        for h in handled {
+            if let Some(seq) = h.inbox_seq {
+                sqlx::query("DELETE FROM inbox WHERE seq = ?")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (chat, text) in &h.replies {
+                queue_message(&mut tx, bot_id, *chat, text, now).await?;
+            }
+            // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one.
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms)
+                 VALUES (?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(bot_id as i64)
+            .bind(h.update.id)
+            .bind(h.update.fingerprint)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            prune |= seq % PRUNE_EVERY == 0;
         }
-        // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one.
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms)
-             VALUES (?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(bot_id as i64)
-        .bind(update.id)
-        .bind(update.fingerprint)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        if seq % PRUNE_EVERY == 0 {
+        if prune {
             sqlx::query(
                 "DELETE FROM handled_updates WHERE bot_id = ?1 AND seq <=
                  (SELECT seq FROM handled_updates WHERE bot_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
@@ -240,6 +250,51 @@ impl SqliteStore {
             .await?;
         }
         tx.commit().await
+    }
+
+    /// Writes `updates` into the inbox in one transaction; their `seq`s.
+    pub async fn inbox_add(
+        &self,
+        bot_id: u64,
+        updates: &[InboxUpdate],
+    ) -> std::result::Result<Vec<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let mut seqs = Vec::with_capacity(updates.len());
+        for u in updates {
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO inbox (bot_id, update_id, fingerprint, body, received_at_ms)
+                 VALUES (?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(bot_id as i64)
+            .bind(u.update.id)
+            .bind(u.update.fingerprint)
+            .bind(&u.body)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            seqs.push(seq);
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    /// The updates waiting in the inbox, in arrival order.
+    pub async fn inbox(&self, bot_id: u64) -> std::result::Result<Vec<InboxUpdate>, sqlx::Error> {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT seq, update_id, fingerprint, body FROM inbox WHERE bot_id = ? ORDER BY seq",
+        )
+        .bind(bot_id as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, id, fingerprint, body)| InboxUpdate {
+                seq,
+                update: super::HandledUpdate { id, fingerprint },
+                body,
+            })
+            .collect())
     }
 
     /// The webhook secret generated for `bot_id` earlier, if any.
@@ -519,6 +574,67 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::HandledUpdate;
+
+    impl SqliteStore {
+        /// One update recorded with its replies, without an inbox row.
+        async fn mark_handled(
+            &self,
+            bot_id: u64,
+            update: HandledUpdate,
+            replies: &[(i64, String)],
+        ) -> std::result::Result<(), sqlx::Error> {
+            let handled = Handled {
+                inbox_seq: None,
+                update,
+                replies: replies.to_vec(),
+            };
+            self.mark_handled_many(bot_id, &[handled]).await
+        }
+    }
+
+    /// The inbox keeps what arrived until it is recorded as handled, in the same transaction.
+    #[tokio::test]
+    async fn an_inbox_row_goes_when_its_update_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let arrived = |id| InboxUpdate {
+            seq: 0,
+            update: HandledUpdate {
+                id,
+                fingerprint: id * 3,
+            },
+            body: format!("{{\"update_id\":{id}}}"),
+        };
+        let seqs = store
+            .inbox_add(1, &[arrived(5), arrived(3), arrived(9)])
+            .await
+            .unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let waiting = store.inbox(1).await.unwrap();
+        assert_eq!(
+            waiting.iter().map(|u| u.update.id).collect::<Vec<_>>(),
+            [5, 3, 9],
+            "arrival order, not id order"
+        );
+        let done = |i: usize, replies: Vec<(i64, String)>| Handled {
+            inbox_seq: Some(seqs[i]),
+            update: waiting[i].update,
+            replies,
+        };
+        store
+            .mark_handled_many(1, &[done(0, vec![(7, "a".into())]), done(2, vec![])])
+            .await
+            .unwrap();
+        let left = store.inbox(1).await.unwrap();
+        assert_eq!(left.iter().map(|u| u.update.id).collect::<Vec<_>>(), [3]);
+        assert_eq!(store.outbox(1, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.recent_updates(1, 10).await.unwrap(),
+            vec![(5, Some(15)), (9, Some(27))]
+        );
+    }
 
     #[tokio::test]
     async fn created_on_first_open_and_remembers_the_ids_handled() {

@@ -1,11 +1,16 @@
 //! The long-polling update source: one straight loop from `getUpdates` to the handler and back.
 //!
 //! Guarantees:
-//! - G3: the offset moves past an update only after its handler finished and its replies were queued
-//!   in the outbox (one transaction with the "handled" mark); on shutdown the loop stops fetching,
-//!   lets the update in hand finish, and confirms the offset to Telegram with a last
-//!   `getUpdates(offset, timeout = 0)` unless a poll Telegram answered already carried it. Updates
-//!   fetched but not handled are never confirmed, so the next instance gets them: nothing is lost.
+//! - G3: the offset moves past an update only after the dispatcher accepted it durably (the store's
+//!   inbox, one transaction per batch; `bot::dispatch`), and follows the ids Telegram hands out (one
+//!   past the batch's last, even when ids jump down). Handlers run concurrently behind the poll: the
+//!   next `getUpdates` does not wait for a slow chat. On shutdown the loop stops fetching, lets the
+//!   handlers finish for at most [`DRAIN_BUDGET`] (what is left stays in the inbox for the next
+//!   start), and confirms the offset to Telegram with a last `getUpdates(offset, timeout = 0)` unless
+//!   a poll Telegram answered already carried it. Nothing fetched is lost.
+//! - A `getUpdates` that comes back empty long before its timeout (a proxy or a local Bot API server
+//!   that ignores `timeout`) is not followed by another at once: at most one poll per
+//!   [`EMPTY_POLL_INTERVAL`] while idle, and no CPU spin.
 //! - G5: each iteration beats [`Liveness`]; every wait is declared with its deadline.
 //! - G6: a 409 from another poller backs off with jitter (5 s doubling to 300 s) and is made visible;
 //!   a webhook-active 409 is a named configuration error.
@@ -38,9 +43,16 @@ const BATCH_LIMIT: u8 = 100;
 /// add 3 s to every stop and restart for nothing.
 const REPEATED_CONFIRM_BUDGET: Duration = Duration::from_millis(300);
 
-/// How long a stop request lets the update in hand finish before abandoning it (unconfirmed, so the
-/// next instance handles it: at most this one update is handled twice).
+/// How long a stop request lets the handlers in progress finish before leaving what is left in the
+/// inbox for the next start.
 pub const DRAIN_BUDGET: Duration = Duration::from_secs(5);
+
+/// The shortest interval between two polls that came back empty.
+pub const EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The handlers count as stuck (no beat for the watchdog) when updates wait and none was recorded for
+/// this long: every handler's own calls are bounded far below it.
+const HANDLER_STALL: Duration = Duration::from_secs(30);
 
 /// With a PostgreSQL lease, a long poll ends at least this long before the lease window closes: room for
 /// the request to reach Telegram (100–300 ms from a VPS) and for its answer to come back. Telegram
@@ -112,9 +124,9 @@ impl Poller {
         Self {
             client,
             options,
-            liveness: Arc::clone(&dispatcher.liveness),
-            status: Arc::clone(&dispatcher.status),
-            bot_id: dispatcher.bot_id,
+            liveness: dispatcher.liveness(),
+            status: dispatcher.status(),
+            bot_id: dispatcher.bot_id(),
             dispatcher,
             offsets: Arc::new(Offsets::default()),
             conflict_count: ConflictCount::default(),
@@ -168,7 +180,10 @@ impl Poller {
                 () = cancel.cancelled() => break,
                 result = self.client.get_updates(offset, timeout, BATCH_LIMIT) => result,
             };
-            self.liveness.beat();
+            // A beat says the loop goes round AND the handlers behind it make progress (G5).
+            if self.dispatcher.is_progressing(HANDLER_STALL) {
+                self.liveness.beat();
+            }
             let metrics = &self.status.metrics;
             metrics
                 .long_poll_seconds
@@ -183,28 +198,19 @@ impl Poller {
                     conflicts.reset();
                     faults.reset();
                     self.status.polled();
-                    for update in updates {
-                        let drained = tokio::select! {
-                            handled = self.handle(&update) => {
-                                handled?;
-                                true
-                            }
-                            () = async {
-                                cancel.cancelled().await;
-                                tokio::time::sleep(DRAIN_BUDGET).await;
-                            } => false,
-                        };
-                        if !drained {
-                            tracing::warn!(
-                                bot_id = self.bot_id,
-                                update_id = update.id.0,
-                                "update still in its handler {} s after the stop request: left unconfirmed for the next start",
-                                DRAIN_BUDGET.as_secs()
-                            );
-                        }
-                        if cancel.is_cancelled() {
-                            break;
-                        }
+                    if let Some(last) = updates.last() {
+                        self.accept(&updates, last.id.0).await?;
+                    } else if let Some(rest) =
+                        EMPTY_POLL_INTERVAL.checked_sub(poll_started.elapsed())
+                        && !self.pause(rest, cancel).await
+                    {
+                        break;
+                    }
+                    // Not more than the dispatcher's capacity waits in memory: poll again when
+                    // there is room (a stuck pipeline then starves the watchdog).
+                    self.dispatcher.wait_for_room(cancel).await;
+                    if let Some(failure) = self.dispatcher.failure() {
+                        return Err(failure);
                     }
                 }
                 Err(failure)
@@ -231,7 +237,12 @@ impl Poller {
                 }
             }
         }
-        Ok(())
+        // The stop: the handlers in progress finish (bounded); the rest stays in the inbox.
+        self.dispatcher.drain(DRAIN_BUDGET).await;
+        match self.dispatcher.failure() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
     }
 
     /// The long-poll timeout: the configured one, bounded by the lease window when there is one
@@ -332,28 +343,28 @@ impl Poller {
         }
     }
 
-    /// Handles one update (the dispatcher records it with its replies, or skips a duplicate), then
-    /// moves the offset past it: one past *this* update's id, whatever came before, so the offset
-    /// follows the ids Telegram hands out even when they jump down (an offset left above them would be
-    /// "in the future" to Telegram and confirm nothing).
+    /// Hands a batch to the dispatcher and, once it is durably accepted, moves the offset one past
+    /// its last update: *that* update's id, whatever came before, so the offset follows the ids
+    /// Telegram hands out even when they jump down (an offset left above them would be "in the
+    /// future" to Telegram and confirm nothing).
     ///
-    /// An update that cannot be recorded (the store refused it after retries, or this instance was
-    /// fenced) is not moved past: the loop stops with an error, the update stays unconfirmed, and the
-    /// next start (or the next leader) handles it. Losing it silently is not an option (G3).
-    async fn handle(&mut self, update: &Update) -> Result<(), Failure> {
-        let id = update.id.0;
-        match self.dispatcher.dispatch(update).await {
-            Outcome::Handled | Outcome::Duplicate => {}
+    /// A batch the store refuses (after retries) is not moved past: the loop stops with an error,
+    /// the updates stay unconfirmed, and the next start (or the next leader) gets them again. Losing
+    /// them silently is not an option (G3).
+    async fn accept(&mut self, updates: &[Update], last_id: u32) -> Result<(), Failure> {
+        match self.dispatcher.accept(updates).await {
+            Outcome::Accepted => {}
             Outcome::Fenced => return Err(lease_lost()),
             Outcome::NotRecorded => {
                 return Err(Failure::io(format!(
-                    "cannot record update {id} in the state store: stopping with it unconfirmed, so that the next start handles it (see the log lines before this one)"
+                    "cannot write {} update(s) to the state store's inbox: stopping with them unconfirmed, so that the next start handles them (see the log lines before this one)",
+                    updates.len()
                 )));
             }
         }
         self.offsets
             .next
-            .store(i64::from(id) + 1, Ordering::Release);
+            .store(i64::from(last_id) + 1, Ordering::Release);
         self.liveness.beat();
         Ok(())
     }
@@ -443,7 +454,7 @@ mod tests {
     use crate::bot::service::{BotSettings, Context, Service};
     use crate::store::Store;
 
-    /// G3: an update whose record the store refuses (after the dispatcher's retries) is never moved
+    /// G3: an update the store refuses to accept (after the dispatcher's retries) is never moved
     /// past: the loop stops with an error (the process exits 74 and systemd restarts it) and the
     /// update stays unconfirmed at Telegram, so the next start handles it. It used to be logged as
     /// lost and confirmed with the next poll.
@@ -492,10 +503,10 @@ mod tests {
         let dispatcher = Dispatcher::new(
             service,
             Default::default(),
-            status,
             liveness,
-            bot as u64,
             RecentUpdates::default(),
+            Default::default(),
+            CancellationToken::new(),
         );
         let conflict = ConflictPolicy {
             on_conflict: OnConflict::Backoff,

@@ -17,6 +17,8 @@ struct State {
     requests: AtomicU64,
     /// The most coin ids one request asked for.
     max_ids: AtomicU64,
+    /// Milliseconds to wait before answering (a slow provider).
+    delay_ms: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -62,6 +64,13 @@ impl FakePrices {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// Answers every request `delay` late (a slow provider).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// The most coin ids one request has asked for so far.
     pub fn max_ids_per_request(&self) -> u64 {
         self.state.max_ids.load(Ordering::Relaxed)
@@ -88,6 +97,10 @@ fn serve(mut stream: TcpStream, state: &State) {
         line.clear();
     }
     state.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
     let target = request_line.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = match state.fail_with.load(Ordering::Relaxed) {
         0 if target.starts_with("/api/v3/simple/price?") => (200, prices_body(target, state)),

@@ -141,6 +141,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "handled updates",
         include_str!("migrations/postgres/0004_handled_updates.sql"),
     ),
+    (
+        5,
+        "inbox",
+        include_str!("migrations/postgres/0005_inbox.sql"),
+    ),
 ];
 
 /// Serialises the creation of the schema between hosts starting at once (`CREATE SCHEMA IF NOT EXISTS`

@@ -292,6 +292,12 @@ impl FakeBotApi {
         });
     }
 
+    /// Makes `getUpdates` of this bot answer at once whatever its `timeout` (`true`), as some proxies
+    /// and local Bot API servers do, or honour it again (`false`).
+    pub fn set_ignore_poll_timeout(&self, bot_id: i64, ignore: bool) {
+        self.on_bot(bot_id, |bot| bot.ignore_poll_timeout = ignore);
+    }
+
     /// Makes the next update of this bot get id `next` (lower or higher than any before), as
     /// Telegram does after a week without updates ("chosen randomly instead of sequentially") or
     /// when a bot moves to another Bot API server. Updates still queued keep their ids.
