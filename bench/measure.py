@@ -195,7 +195,7 @@ class NotifySocket:
 
 
 class Bot:
-    def __init__(self, kind, args, fake, token, workdir, name):
+    def __init__(self, kind, args, fake, token, workdir, name, extra_env=None):
         self.kind, self.fake, self.workdir = kind, fake, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"}
@@ -218,6 +218,7 @@ class Bot:
                 NOTIFY_SOCKET=self.notify.path,
                 WATCHDOG_USEC="10000000",  # as under the shipped unit (WatchdogSec=10s)
             )
+            env.update(extra_env or {})
             argv = [args.cryptobot, "run"]
         elif kind == "teloxide":
             env.update(TELOXIDE_TOKEN=token, BENCH_API_URL=fake.url)

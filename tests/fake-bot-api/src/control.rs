@@ -38,6 +38,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/control/bots/{bot_id}/next-update-id",
             post(set_next_update_id),
         )
+        .route(
+            "/control/bots/{bot_id}/ignore-poll-timeout",
+            post(set_ignore_poll_timeout),
+        )
         .route("/control/rate-limits", post(rate_limits))
 }
 
@@ -262,6 +266,28 @@ async fn set_next_update_id(
             state
                 .bot(bot_id)
                 .map(|bot| bot.set_next_update_id(request.next))
+        })
+        .map_err(unknown_bot)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct IgnorePollTimeout {
+    #[serde(default = "yes")]
+    ignore: bool,
+}
+
+async fn set_ignore_poll_timeout(
+    State(shared): State<Arc<Shared>>,
+    Path(bot_id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
+    let request: IgnorePollTimeout = body(&bytes)?;
+    shared
+        .mutate(|state| {
+            state
+                .bot(bot_id)
+                .map(|bot| bot.ignore_poll_timeout = request.ignore)
         })
         .map_err(unknown_bot)?;
     Ok(Json(json!({ "ok": true })))
