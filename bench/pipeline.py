@@ -129,7 +129,7 @@ def memory_against_chats(args, fake, workdir):
     bot_id, bot = start_bot(args, fake, workdir, "chats", {})
     points = {}
     chat = 0
-    for target in (1_000, 100_000):
+    for target in (1_000, 10_000, 30_000, 100_000):
         while chat < target:
             chat += 1
             fake.call("POST", f"/control/bots/{bot_id}/messages", {"chat_id": chat, "text": "hello"})

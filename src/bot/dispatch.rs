@@ -55,10 +55,13 @@ pub struct Concurrency {
 }
 
 impl Default for Concurrency {
+    /// 64 chats at once; 256 updates waiting in memory (two and a half batches of `getUpdates`: the
+    /// poller always has the next batch in hand, and memory stays flat however many chats write —
+    /// `bench/pipeline`).
     fn default() -> Self {
         Self {
             workers: 64,
-            capacity: 1000,
+            capacity: 256,
         }
     }
 }

@@ -165,7 +165,11 @@ impl SqliteStore {
             // The instance lock (G1) already makes this process the database's only user: holding
             // SQLite's lock for the connection's life saves the fcntl lock/unlock pair of every
             // transaction, and (set before WAL is first used) the shared-memory wal-index.
-            .locking_mode(SqliteLockingMode::Exclusive);
+            .locking_mode(SqliteLockingMode::Exclusive)
+            // A 1 MiB page cache (SQLite's default is 2 MiB): the working set is the inbox, the
+            // outbox and the last handled ids, a few hundred KiB; the rest was resident memory for
+            // nothing (bench/pipeline).
+            .pragma("cache_size", "-1024");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             // One connection, ours alone, in this process: no ping round-trip to sqlx's worker thread
