@@ -54,6 +54,11 @@ if ! cargo deny --version >/dev/null 2>&1; then
     cargo install cargo-deny --locked --quiet
     echo "cargo-deny installed in $(($(date +%s) - t0)) s"
 fi
+# cargo deny reads `cargo metadata`, which needs the crates of every platform in Cargo.lock (windows-sys
+# too), not only those a Linux build downloads: fetch them first, or a fresh machine's cache fails the
+# check under --offline.
+log "cargo fetch --locked (every platform's crates, for cargo deny)"
+cargo fetch --locked --quiet
 log "cargo deny check bans licenses sources"
 cargo deny --locked --offline check --hide-inclusion-graph bans licenses sources
 log "cargo deny check advisories"
