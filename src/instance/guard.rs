@@ -35,7 +35,6 @@ pub fn prepare_runtime_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    refuse_root_in_a_users_dir(dir, "runtime directory", "CRYPTOBOT_RUNTIME_DIR")?;
     if nix::unistd::access(
         dir,
         nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
@@ -79,6 +78,22 @@ impl InstanceGuard {
     pub fn acquire(runtime_dir: &Path, bot_id: u64) -> Result<Self> {
         prepare_runtime_dir(runtime_dir)?;
         let path = super::lock_path(runtime_dir, bot_id);
+        if let Err(root_refused) =
+            refuse_root_in_a_users_dir(runtime_dir, "runtime directory", "CRYPTOBOT_RUNTIME_DIR")
+        {
+            // Root in the service user's directory: create nothing there. If the service holds the
+            // lock, the usual refusal (75, naming the holder) says more; otherwise this one (78).
+            if let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
+                .open(&path)
+                && let Err((file, Errno::EWOULDBLOCK)) =
+                    Flock::lock(file, FlockArg::LockSharedNonblock)
+            {
+                return Err(refusal(file, &path, runtime_dir, bot_id));
+            }
+            return Err(root_refused);
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -197,9 +212,10 @@ mod tests {
         let runtime = dir.path().join("run");
         std::fs::create_dir(&runtime).unwrap();
         // A directory of root's is fine.
-        prepare_runtime_dir(&runtime).unwrap();
+        drop(InstanceGuard::acquire(&runtime, 7).unwrap());
+        std::fs::remove_file(super::super::lock_path(&runtime, 7)).unwrap();
         nix::unistd::chown(&runtime, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-        let err = prepare_runtime_dir(&runtime).unwrap_err();
+        let err = InstanceGuard::acquire(&runtime, 7).unwrap_err();
         assert_eq!(err.code, crate::exit::Code::Config);
         assert!(err.message.contains("running as root"), "{}", err.message);
         assert!(err.message.contains("sudo -u"), "{}", err.message);
@@ -207,6 +223,13 @@ mod tests {
             std::fs::read_dir(&runtime).unwrap().next().is_none(),
             "nothing was created"
         );
+        // While the service holds its lock there, root gets the usual refusal naming the holder.
+        nix::unistd::chown(&runtime, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+        let held = InstanceGuard::acquire(&runtime, 7).unwrap();
+        nix::unistd::chown(&runtime, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let err = InstanceGuard::acquire(&runtime, 7).unwrap_err();
+        assert_eq!(err.code, crate::exit::Code::TempFail, "{}", err.message);
+        drop(held);
     }
 
     #[test]
