@@ -110,16 +110,7 @@ fn a_slow_price_delays_only_its_own_chat() {
 /// come in the order of its commands (seeded; the seed is printed).
 #[test]
 fn replies_keep_their_order_within_each_chat_under_concurrency() {
-    let seed = std::env::var("ORDER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("order seed: {seed} (rerun with ORDER_SEED={seed})");
+    let seed = support::seed("ORDER_SEED");
     let mut rng = fastrand::Rng::with_seed(seed);
     let w = World::new();
     let mut bot = w.start();

@@ -20,6 +20,22 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)] // not every test binary talks to the fake API
 pub use fake_bot_api::FakeBotApi;
 
+/// The seed of a randomised test: `$variable` if set, else the clock. Printed, with the way to run the
+/// test again with it.
+pub fn seed(variable: &str) -> u64 {
+    let seed = std::env::var(variable)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("seed: {seed} (rerun with {variable}={seed})");
+    seed
+}
+
 /// A fresh, valid-looking token with a random bot id, so tests never share a lock or a fake bot.
 pub fn random_token() -> String {
     let id = 100_000 + u64::from(std::process::id()) * 1000 + fastrand_u64() % 1000;
