@@ -6,11 +6,12 @@
 //! sends them, guaranteeing:
 //!
 //! - **Several in flight, never two for one chat.** Up to [`Limits::max_in_flight`] `sendMessage`
-//!   requests run at once (32: 30 messages/s even at 1 s per request), each for a different chat. A
-//!   chat's next message starts only once its previous one is finished with, outbox row deleted, so
-//!   per chat messages leave one after the other in the order they were queued.
+//!   requests run at once (32: 29 messages/s even at 1.1 s per request), each for a different chat.
+//!   A chat's next message starts only once its previous one is finished with, outbox row deleted (a
+//!   failed deletion is tried again every second, the chat waiting), so per chat messages leave one
+//!   after the other in the order they were queued.
 //! - **Telegram's limits** (Bot FAQ), as token buckets set a little below them so that a late timer
-//!   or a request arriving early never meets a 429: about 30 messages/s overall (29/s with a burst of
+//!   or requests arriving unevenly never meet a 429: about 30 messages/s overall (29/s with a burst of
 //!   1.3: at most 30 in any sliding second, and 31 consecutive sends always span at least 1.024 s),
 //!   1/s per chat with a burst of 2, 20/min per group (a negative chat id) with a burst of 2.
 //! - **A 429 pauses only its chat** for `retry_after`; other chats go on.
@@ -18,6 +19,8 @@
 //!   API's pauses the whole queue (it is not the chat's fault) with a backoff from 0.5 s to
 //!   [`OUTAGE_BACKOFF_MAX`], for as long as the outage lasts; the sends already in flight when it
 //!   began count as one failure, and until Telegram answers again one message at a time probes it.
+//!   (teloxide holds a 5xx answer 10 s before it returns the error: a 5xx outage is noticed 10 s
+//!   after its first failure, and the sends started meanwhile fail with it.)
 //!   A message is deleted unsent only when Telegram refused it for good (400: chat not found, text
 //!   invalid; 403: the user blocked the bot, whose alerts are then disabled), or when it waited longer
 //!   than [`MESSAGE_EXPIRY`] (24 h: an answer or an alert that old is not worth sending), each logged
@@ -38,8 +41,9 @@
 //! sends it again from the next process (which, with the lease, may be another host's). What a kill -9
 //! can repeat is bounded: only messages *in flight* at that moment, that is from the start of their
 //! `sendMessage` until their outbox row is deleted. That is at most [`Limits::max_in_flight`] messages,
-//! at most one per chat, and each is its chat's oldest message in the outbox, so the next start sends
-//! it again before anything newer of that chat: a chat sees that one message twice, still in order.
+//! at most one per chat, and every older message of its chat is gone from the outbox (or expired, and
+//! is dropped again), so the next start sends it again before anything newer of that chat: a chat
+//! sees that one message twice, still in order.
 
 mod schedule;
 #[cfg(test)]
