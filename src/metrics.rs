@@ -43,6 +43,8 @@ pub struct Metrics {
     /// Messages dropped unsent: refused for good by Telegram, or older than the outbox's expiry.
     pub messages_dropped: Family<Kind, Counter>,
     pub outbound_queue_depth: Gauge<i64, AtomicI64>,
+    /// Chats whose sending state the outbound queue holds (forgotten once they hold nothing).
+    pub outbound_chats: Gauge<i64, AtomicI64>,
     pub alerts_fired: Counter,
     role: Family<RoleLabel, Gauge>,
 }
@@ -79,6 +81,7 @@ impl Metrics {
             messages_sent: Counter::default(),
             messages_dropped: Family::default(),
             outbound_queue_depth: Gauge::default(),
+            outbound_chats: Gauge::default(),
             alerts_fired: Counter::default(),
             role: Family::default(),
             registry: Registry::default(),
@@ -132,6 +135,11 @@ impl Metrics {
             "outbound_queue_depth",
             "Messages waiting in the outbox",
             m.outbound_queue_depth.clone(),
+        );
+        registry.register(
+            "outbound_chats",
+            "Chats whose sending state the outbound queue holds: messages waiting or in flight, a 429 pause, or a bucket not yet full again",
+            m.outbound_chats.clone(),
         );
         registry.register("alerts_fired", "Price alerts fired", m.alerts_fired.clone());
         m.set_role(role);
@@ -202,6 +210,7 @@ mod tests {
             "cryptobot_role{role=\"single\"} 1",
             "cryptobot_build_info{version=\"0.1.0\"} 1",
             "cryptobot_outbound_queue_depth",
+            "cryptobot_outbound_chats",
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }

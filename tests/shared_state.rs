@@ -127,6 +127,20 @@ async fn what_one_leader_records_the_next_one_sees() {
     assert_eq!(left.len(), 1, "the unsent reply waits for the new leader");
     assert_eq!(left[0].text, "two");
     assert_eq!(store_b.outbox_len(BOT).await.unwrap(), 1);
+    store_b
+        .mark_handled(BOT, handled(11), &[(3, "three".into()), (4, "four".into())])
+        .await
+        .unwrap();
+    let queued = store_b.outbox(BOT, 0, 10).await.unwrap();
+    let [_, three, four] = queued.as_slice() else {
+        panic!("{queued:?}")
+    };
+    store_b
+        .outbox_done_many(&[left[0].id, three.id])
+        .await
+        .unwrap();
+    let left = store_b.outbox(BOT, 0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|m| m.id).collect::<Vec<_>>(), [four.id]);
     let alerts = store_b.chat_alerts(BOT, 1).await.unwrap();
     assert_eq!(alerts.len(), 1);
     assert_eq!((alerts[0].id, alerts[0].armed), (id, true));
@@ -193,6 +207,7 @@ async fn a_leader_whose_epoch_is_over_cannot_write_and_is_told_at_once() {
             stale.delete_alert(BOT, 1, id).await.map(drop),
         ),
         ("outbox_done", stale.outbox_done(1).await),
+        ("outbox_done_many", stale.outbox_done_many(&[1, 2]).await),
         (
             "set_webhook_url",
             stale.set_webhook_url(BOT, Some("https://x")).await,

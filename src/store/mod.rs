@@ -197,6 +197,12 @@ impl Store {
         on_backend!(self, s => s.outbox_done(id))
     }
 
+    /// Telegram accepted (or definitively refused) these messages: their rows are deleted in one
+    /// statement (one transaction), all or none.
+    pub async fn outbox_done_many(&self, ids: &[i64]) -> Result<()> {
+        on_backend!(self, s => s.outbox_done_many(ids))
+    }
+
     /// Number of messages waiting.
     pub async fn outbox_len(&self, bot_id: u64) -> Result<i64> {
         on_backend!(self, s => s.outbox_len(bot_id))

@@ -346,6 +346,19 @@ impl PgStore {
         .map(drop)
     }
 
+    pub async fn outbox_done_many(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(
+            sqlx::query("DELETE FROM outbox WHERE bot_id = $1 AND id = ANY($2)")
+                .bind(self.bot())
+                .bind(ids.to_vec()),
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn outbox_len(&self, bot_id: u64) -> Result<i64> {
         self.bounded(async {
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE bot_id = $1")

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "inbox", include_str!("migrations/sqlite/0006_inbox.sql")),
 ];
 
+/// Ids per `DELETE` of [`SqliteStore::outbox_done_many`], far under SQLite's limit on bound
+/// parameters (32,766).
+const DONE_CHUNK: usize = 500;
+
 fn now_ms() -> i64 {
     unix_now().as_millis() as i64
 }
@@ -397,6 +401,25 @@ impl SqliteStore {
             .execute(&self.pool)
             .await
             .map(drop)
+    }
+
+    /// Telegram accepted (or definitively refused) these messages: deleted in one transaction.
+    pub async fn outbox_done_many(&self, ids: &[i64]) -> std::result::Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // One statement per DONE_CHUNK ids, under SQLite's limit on bound parameters.
+        for chunk in ids.chunks(DONE_CHUNK) {
+            let mut delete = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
+            let mut list = delete.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            delete.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     /// Number of messages waiting.
@@ -783,6 +806,35 @@ mod tests {
                 "{sql}: {details:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn messages_done_with_are_deleted_together_and_only_they() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        // More than one statement's worth, so the chunks are exercised.
+        let replies: Vec<(i64, String)> = (0..1200).map(|i| (i, format!("m{i}"))).collect();
+        store
+            .mark_handled(
+                7,
+                HandledUpdate {
+                    id: 1,
+                    fingerprint: 1,
+                },
+                &replies,
+            )
+            .await
+            .unwrap();
+        let queued = store.outbox(7, 0, 2000).await.unwrap();
+        let done: Vec<i64> = queued.iter().take(1100).map(|m| m.id).collect();
+        store.outbox_done_many(&[]).await.unwrap();
+        store.outbox_done_many(&done).await.unwrap();
+        let left = store.outbox(7, 0, 2000).await.unwrap();
+        assert_eq!(left.len(), 100);
+        assert_eq!(left[0].text, "m1100");
+        // Deleting again is harmless (a retry after an error whose commit went through).
+        store.outbox_done_many(&done).await.unwrap();
+        assert_eq!(store.outbox_len(7).await.unwrap(), 100);
     }
 
     #[tokio::test]
