@@ -64,7 +64,8 @@ fn healthz_answers_through_a_socket_passed_by_socket_activation() {
     let (status, body) = http_get(&addr, "/healthz");
     assert_eq!(status, 200, "{body}\n{}", bot.stderr());
     assert!(body.contains("\"status\":\"ok\""), "{body}");
-    assert!(bot.stderr().contains("(Activated)"), "{}", bot.stderr());
+    // The log line was written before the answer, but reaches us through a pipe: wait for it.
+    bot.wait_for_stderr("(Activated)", T);
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
 }
