@@ -33,7 +33,12 @@ SECRET = "BenchBenchBenchBenchBenchBench_-12345"  # 37 chars of [A-Za-z0-9_-]
 ECHO_CHATS, ECHO_PER_CHAT = 200, 10
 LIMIT_CHATS, LIMIT_PER_CHAT = 200, 5
 SOCKETS = None  # set in main()
-STOP_SIGNAL = {"cryptobot": signal.SIGTERM, "ptb": signal.SIGTERM, "teloxide": signal.SIGINT}
+STOP_SIGNAL = {
+    "cryptobot": signal.SIGTERM,
+    "ptb": signal.SIGTERM,
+    "teloxide": signal.SIGINT,
+    "teloxide-throttle": signal.SIGINT,
+}
 
 
 def log(*args):
@@ -220,8 +225,10 @@ class Bot:
             )
             env.update(extra_env or {})
             argv = [args.cryptobot, "run"]
-        elif kind == "teloxide":
+        elif kind in ("teloxide", "teloxide-throttle"):
             env.update(TELOXIDE_TOKEN=token, BENCH_API_URL=fake.url)
+            if kind == "teloxide-throttle":
+                env.update(BENCH_THROTTLE="1")  # the same bot behind teloxide's Throttle adaptor
             argv = [args.teloxide]
         elif kind == "ptb":
             env.update(BENCH_TOKEN=token, BENCH_API_URL=fake.url)
