@@ -29,16 +29,7 @@ fn replies_per_chat(api: &FakeBotApi, id: i64) -> BTreeMap<i64, usize> {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_updates() {
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash-safety seed: {seed} (rerun with CRASH_SEED={seed})");
+    let seed = support::seed("CRASH_SEED");
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let api = FakeBotApi::start();

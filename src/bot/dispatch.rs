@@ -69,16 +69,10 @@ impl Default for Concurrency {
 /// Records handled in one group commit at most.
 const GROUP_COMMIT_MAX: usize = 256;
 
-/// A fingerprint of an update's content: the first 8 bytes of the SHA-256 of its JSON. A redelivery
-/// carries the same update, so the same fingerprint; an update that merely reuses an id does not.
-pub fn fingerprint(update: &Update) -> i64 {
-    // Serialising a decoded update cannot fail (its values came from JSON); an empty text would
-    // only make every such update match by id alone.
-    let json = serde_json::to_vec(update).unwrap_or_default();
-    fingerprint_of(&json)
-}
-
-fn fingerprint_of(json: &[u8]) -> i64 {
+/// A fingerprint of an update's content: the first 8 bytes of the SHA-256 of its JSON (as decoded and
+/// re-encoded). A redelivery carries the same update, so the same fingerprint; an update that merely
+/// reuses an id does not.
+pub fn fingerprint(json: &[u8]) -> i64 {
     let digest = Sha256::digest(json);
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
@@ -121,14 +115,6 @@ impl RecentUpdates {
                 }
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 
@@ -301,7 +287,7 @@ impl Dispatcher {
                 let body = serde_json::to_string(update).unwrap_or_default();
                 let handled = HandledUpdate {
                     id: i64::from(update.id.0),
-                    fingerprint: fingerprint_of(body.as_bytes()),
+                    fingerprint: fingerprint(body.as_bytes()),
                 };
                 let known = queues.recent.contains(handled)
                     || queues.waiting.get(&handled.id) == Some(&handled.fingerprint)
