@@ -27,8 +27,9 @@
 //!   and counted in `cryptobot_messages_dropped_total{kind}`.
 //! - **Cheap per message.** Picking the next message looks at the top of a heap of ready chats, not
 //!   at the whole queue; the state of a chat is forgotten once it holds nothing and forgetting changes
-//!   nothing (`cryptobot_outbound_chats`); messages finished together leave the outbox in one
-//!   `DELETE` ([`Store::outbox_done_many`]).
+//!   nothing (`cryptobot_outbound_chats`); messages finished within [`DELETE_GATHER`] (250 ms) leave
+//!   the outbox in one `DELETE` ([`Store::outbox_done_many`]), sooner when a chat's next message
+//!   could go or most slots wait for it, so gathering never costs rate.
 //! - **A bounded stop.** After a stop request, messages already queued are still sent for
 //!   [`STOP_DRAIN`] (2 s), concurrently: sends start during its first second, the last one is left for
 //!   their answers; then the messages answered are deleted from the outbox, so a clean stop repeats
@@ -40,7 +41,8 @@
 //! Delivery is at least once: a message is deleted after Telegram took it, so a crash between the two
 //! sends it again from the next process (which, with the lease, may be another host's). What a kill -9
 //! can repeat is bounded: only messages *in flight* at that moment, that is from the start of their
-//! `sendMessage` until their outbox row is deleted. That is at most [`Limits::max_in_flight`] messages,
+//! `sendMessage` until their outbox row is deleted (gathered for at most 250 ms, and the slot stays
+//! taken until then). That is at most [`Limits::max_in_flight`] messages,
 //! at most one per chat, and every older message of its chat is gone from the outbox (or expired, and
 //! is dropped again), so the next start sends it again before anything newer of that chat: a chat
 //! sees that one message twice, still in order.
@@ -119,6 +121,11 @@ pub const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(15);
 const BATCH: i64 = 1000;
 /// A failed read of the outbox is tried again after this long.
 const READ_RETRY: Duration = Duration::from_secs(1);
+/// Messages done with within this long leave the outbox in one `DELETE` (a statement per sent
+/// message was, after the `sendMessage` itself, the largest cost per message: a round trip to the
+/// store's thread and a WAL write). A chat whose next message could go sooner, or a queue whose slots
+/// are mostly taken by messages awaiting it, does not wait for the window.
+const DELETE_GATHER: Duration = Duration::from_millis(250);
 /// A failed deletion from the outbox is tried again after this long; the chats of its messages wait
 /// for it (their next message would otherwise risk a repeat after a crash ahead of it).
 const DELETE_RETRY: Duration = Duration::from_secs(1);
@@ -189,7 +196,21 @@ struct Queue {
     held: usize,
     /// Messages done with, to delete with the next `DELETE`.
     finished: Vec<Finished>,
+    /// When the next `DELETE` of `finished` is due (see [`DELETE_GATHER`]).
+    delete_due: Option<Instant>,
     delete_retry_at: Option<Instant>,
+}
+
+impl Queue {
+    /// The message `id` is done with (sent, refused for good, or expired unsent for `chat` `None`):
+    /// its row goes with the next `DELETE`, due within [`DELETE_GATHER`], or sooner when its chat's
+    /// next message could otherwise go before it.
+    fn done(&mut self, id: i64, chat: Option<i64>, now: Instant) {
+        self.finished.push(Finished { id, chat });
+        let wanted = chat.and_then(|c| self.schedule.next_wanted(c, now));
+        let due = wanted.map_or(now + DELETE_GATHER, |at| at.min(now + DELETE_GATHER));
+        self.delete_due = Some(self.delete_due.map_or(due, |d| d.min(due)));
+    }
 }
 
 impl Outbound {
@@ -204,6 +225,7 @@ impl Outbound {
             read_retry_at: None,
             held: 0,
             finished: Vec::new(),
+            delete_due: None,
             delete_retry_at: None,
         };
         // Everything that waits on the network or the store is one of these futures, polled only by
@@ -245,20 +267,27 @@ impl Outbound {
                 .metrics
                 .outbound_chats
                 .set(queue.schedule.chats() as i64);
-            if deleting.is_empty()
-                && !queue.finished.is_empty()
-                && queue.delete_retry_at.is_none_or(|at| now >= at)
-            {
-                queue.delete_retry_at = None;
-                deleting.push(self.delete(std::mem::take(&mut queue.finished)));
-            }
-
-            // The next send: now, or when.
             let cap = if queue.outage.probing() {
                 1
             } else {
                 self.limits.max_in_flight.max(1)
             };
+            // What finished within DELETE_GATHER leaves in one DELETE, at once when a stop drains or
+            // when the messages awaiting it hold most of the slots.
+            let delete_now = drain_until.is_some()
+                || queue.delete_due.is_some_and(|at| now >= at)
+                || queue.schedule.in_flight() >= (cap * 3 / 4).max(1);
+            if deleting.is_empty()
+                && !queue.finished.is_empty()
+                && delete_now
+                && queue.delete_retry_at.is_none_or(|at| now >= at)
+            {
+                queue.delete_retry_at = None;
+                queue.delete_due = None;
+                deleting.push(self.delete(std::mem::take(&mut queue.finished)));
+            }
+
+            // The next send: now, or when.
             let last_start = drain_until.map(|end| end - DRAIN_ANSWERS);
             let start_at = if lease_lost {
                 None
@@ -304,6 +333,7 @@ impl Outbound {
                 start_at,
                 queue.schedule.next_forget().map(|at| at + FORGET_SLACK),
                 queue.delete_retry_at.filter(|_| !queue.finished.is_empty()),
+                queue.delete_due.filter(|_| deleting.is_empty()),
                 queue.read_retry_at,
                 drain_until,
             ]
@@ -364,10 +394,7 @@ impl Outbound {
         );
         self.status.metrics.message_dropped("expired");
         queue.schedule.finish(message.chat_id, now);
-        queue.finished.push(Finished {
-            id: message.id,
-            chat: None,
-        });
+        queue.done(message.id, None, now);
         None
     }
 
@@ -457,10 +484,7 @@ impl Outbound {
                     tracing::info!(bot_id = self.bot_id, "Telegram takes messages again");
                 }
                 self.status.metrics.messages_sent.inc();
-                queue.finished.push(Finished {
-                    id: message.id,
-                    chat: Some(message.chat_id),
-                });
+                queue.done(message.id, Some(message.chat_id), now);
                 return;
             }
             Err(failure) => failure,
@@ -487,10 +511,7 @@ impl Outbound {
                     "the user blocked the bot: alerts to this chat disabled"
                 );
                 self.status.metrics.message_dropped("blocked");
-                queue.finished.push(Finished {
-                    id: message.id,
-                    chat: Some(message.chat_id),
-                });
+                queue.done(message.id, Some(message.chat_id), now);
             }
             FailureKind::Api => {
                 // 400 and the like: this message can never be sent (chat not found, text invalid).
@@ -501,10 +522,7 @@ impl Outbound {
                     "message dropped: Telegram refused it for good: {failure}"
                 );
                 self.status.metrics.message_dropped("refused");
-                queue.finished.push(Finished {
-                    id: message.id,
-                    chat: Some(message.chat_id),
-                });
+                queue.done(message.id, Some(message.chat_id), now);
             }
             // Network, 5xx, a body that is not the Bot API's, and answers about the bot rather than
             // the message (401, 409): retry the same message after a pause of the whole queue.
@@ -563,6 +581,7 @@ impl Outbound {
                 );
                 queue.finished.extend(batch);
                 queue.delete_retry_at = Some(now + DELETE_RETRY);
+                queue.delete_due = queue.delete_retry_at;
             }
         }
     }

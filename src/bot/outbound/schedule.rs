@@ -135,9 +135,22 @@ impl Schedule {
         self.waiting
     }
 
-    #[cfg(test)]
+    /// Messages picked and not finished with yet (sent, or their outbox row not deleted yet).
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// When `chat_id`'s next message could go, if one waits behind the one in flight and no other
+    /// chat's message is ahead of it: the latest its outbox deletion may come without delaying that
+    /// message. `None` while other chats' messages go first (or it has nothing waiting).
+    pub(super) fn next_wanted(&mut self, chat_id: i64, now: Instant) -> Option<Instant> {
+        let chat = self.chats.get_mut(&chat_id)?;
+        let next_id = chat.queue.front()?.id;
+        let key = (chat.ready_at(now), next_id);
+        match self.ready.peek() {
+            Some(Reverse((at, id, _))) if (*at, *id) < key => None,
+            _ => Some(key.0),
+        }
     }
 
     /// Queues `message` behind its chat's earlier ones.
@@ -399,6 +412,24 @@ mod tests {
         let at = s.next_start(t0, 32).unwrap();
         assert!(at > t0 + Duration::from_millis(900), "{:?}", at - t0);
         assert_eq!(send_due(&mut s, at, 32), [4]);
+    }
+
+    #[test]
+    fn a_deletion_is_wanted_at_once_only_when_its_chats_next_message_would_go_first() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(fast_global(), t0);
+        for (id, chat) in [(1, 7), (2, 8), (3, 7), (4, 8)] {
+            s.push(message(id, chat), t0);
+        }
+        assert_eq!(send_due(&mut s, t0, 1), [1]);
+        // Chat 7's next (3) waits behind chat 8's oldest (2): its deletion can be gathered.
+        assert_eq!(s.next_wanted(7, t0), None);
+        s.finish(7, t0);
+        assert_eq!(send_due(&mut s, t0, 2), [2, 3]);
+        // Chat 8's next (4) is the only one left: its deletion is wanted by the time it could go.
+        assert_eq!(s.next_wanted(8, t0), Some(t0));
+        // Chat 7 has nothing more waiting.
+        assert_eq!(s.next_wanted(7, t0), None);
     }
 
     #[test]
