@@ -312,7 +312,10 @@ async fn serve_until_stopped(
         store: store.clone(),
         client: client.clone(),
         bot_id,
-        limits: Limits::default(),
+        limits: Limits {
+            max_in_flight: config.settings.pipeline.sends_in_flight,
+            ..Limits::default()
+        },
         wake: Arc::clone(&wake),
         status: Arc::clone(&status),
         lease: lease_window.clone(),
@@ -382,7 +385,7 @@ async fn serve_until_stopped(
         wake,
         Arc::clone(&liveness),
         crate::bot::dispatch::RecentUpdates::new(handled_before),
-        crate::bot::dispatch::Concurrency::default(),
+        crate::bot::dispatch::Concurrency::with_workers(config.settings.pipeline.concurrent_chats),
         cancel.clone(),
     );
     // What an earlier process accepted but did not handle goes first.

@@ -93,6 +93,8 @@ struct FileConfig {
     conflict_backoff_initial: Option<f64>,
     conflict_backoff_max: Option<f64>,
     delete_webhook: Option<bool>,
+    concurrent_chats: Option<u64>,
+    sends_in_flight: Option<u64>,
     price_api_url: Option<String>,
     price_api_key_file: Option<PathBuf>,
     price_cache_ttl: Option<u64>,
@@ -108,6 +110,16 @@ struct FileConfig {
     coordination: Option<Coordination>,
     lease_ttl: Option<u64>,
     database_url_file: Option<PathBuf>,
+}
+
+/// How much the update pipeline does at once (`bot/dispatch.rs`, `bot/outbound.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PipelineOptions {
+    /// Chats whose updates are handled at once (each chat's in order, one at a time).
+    pub concurrent_chats: usize,
+    /// `sendMessage` requests in flight at once, each for a different chat. 32 keep Telegram's 30
+    /// messages/s going while a request takes up to 1.1 s.
+    pub sends_in_flight: usize,
 }
 
 /// The crypto bot's own settings.
@@ -206,6 +218,8 @@ pub struct Settings {
     pub conflict: ConflictPolicy,
     /// Delete a webhook found at start (or met as a 409) instead of stopping with an error.
     pub delete_webhook: bool,
+    /// How many chats' updates are handled at once, and `sendMessage` requests in flight.
+    pub pipeline: PipelineOptions,
     pub bot: BotOptions,
     /// Address of `/healthz` and `/metrics` when systemd passes no socket (none: no HTTP server).
     pub listen: Option<std::net::SocketAddr>,
@@ -699,6 +713,29 @@ impl Settings {
                 )));
             }
         }
+        let count = "a whole number";
+        let concurrent_chats = layered(
+            env,
+            "CRYPTOBOT_CONCURRENT_CHATS",
+            fc.concurrent_chats,
+            "concurrent_chats",
+            &from,
+            64,
+            count,
+        )?;
+        let sends_in_flight = layered(
+            env,
+            "CRYPTOBOT_SENDS_IN_FLIGHT",
+            fc.sends_in_flight,
+            "sends_in_flight",
+            &from,
+            32,
+            count,
+        )?;
+        let pipeline = PipelineOptions {
+            concurrent_chats: check_range(&concurrent_chats, 1, 1024)? as usize,
+            sends_in_flight: check_range(&sends_in_flight, 1, 256)? as usize,
+        };
         Ok(Self {
             file,
             api_url,
@@ -714,6 +751,7 @@ impl Settings {
                 backoff_max: Duration::from_secs_f64(max),
             },
             delete_webhook,
+            pipeline,
             bot,
             listen,
             webhook,
@@ -858,6 +896,8 @@ impl Config {
             c.backoff_max.as_secs_f64()
         );
         let _ = writeln!(out, "delete_webhook = {}", s.delete_webhook);
+        let _ = writeln!(out, "concurrent_chats = {}", s.pipeline.concurrent_chats);
+        let _ = writeln!(out, "sends_in_flight = {}", s.pipeline.sends_in_flight);
         if let Some(listen) = s.listen {
             let _ = writeln!(out, "listen = \"{listen}\"");
         }

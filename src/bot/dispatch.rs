@@ -66,6 +66,17 @@ impl Default for Concurrency {
     }
 }
 
+impl Concurrency {
+    /// `workers` chats at once (`concurrent_chats`), with room for at least as many updates waiting.
+    pub fn with_workers(workers: usize) -> Self {
+        let default = Self::default();
+        Self {
+            workers: workers.max(1),
+            capacity: default.capacity.max(workers),
+        }
+    }
+}
+
 /// Records handled in one group commit at most.
 const GROUP_COMMIT_MAX: usize = 256;
 

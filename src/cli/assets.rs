@@ -137,6 +137,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "\\fBtrue\\fR deletes a webhook at start instead of exiting 78 (\\fBdelete_webhook\\fR; default false).",
     ),
     (
+        "CRYPTOBOT_CONCURRENT_CHATS",
+        "Chats whose updates are handled at once, each chat's in order (\\fBconcurrent_chats\\fR; 1 to 1024, default 64).",
+    ),
+    (
+        "CRYPTOBOT_SENDS_IN_FLIGHT",
+        "\\fBsendMessage\\fR requests in flight at once, never two for one chat (\\fBsends_in_flight\\fR; 1 to 256, default 32).",
+    ),
+    (
         "CRYPTOBOT_PRICE_API_URL",
         "Base URL of the CoinGecko\\-compatible price API (\\fBprice_api_url\\fR; default https://api.coingecko.com). \
          Its key, if any, comes from the credential \\fIprice_api_key\\fR or \\fBprice_api_key_file\\fR.",

@@ -82,6 +82,34 @@ fn wrong_type_and_malformed_toml_are_refused() {
 }
 
 #[test]
+fn the_pipeline_settings_default_and_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = Settings::load(None, &env_of(&base_env(dir.path()))).unwrap();
+    assert_eq!(defaults.pipeline.concurrent_chats, 64);
+    assert_eq!(defaults.pipeline.sends_in_flight, 32);
+    let file = write(
+        dir.path(),
+        "p.toml",
+        "concurrent_chats = 8\nsends_in_flight = 4\n",
+    );
+    let set = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap();
+    assert_eq!(
+        (set.pipeline.concurrent_chats, set.pipeline.sends_in_flight),
+        (8, 4)
+    );
+    for text in ["concurrent_chats = 0\n", "sends_in_flight = 257\n"] {
+        let file = write(dir.path(), "bad.toml", text);
+        let err = Settings::load(Some(&file), &env_of(&base_env(dir.path()))).unwrap_err();
+        assert_eq!(err.code, crate::exit::Code::Config, "{text:?}");
+        assert!(
+            err.message.contains("out of range; use 1 to"),
+            "{}",
+            err.message
+        );
+    }
+}
+
+#[test]
 fn bad_environment_value_names_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = base_env(dir.path());
