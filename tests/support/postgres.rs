@@ -11,12 +11,22 @@
 //! install postgresql)` and returns `None` (the caller returns early), or panics under `CI=true`
 //! (`tests/run-all.sh` installs it). Dropping the cluster stops it (`pg_ctl stop -m immediate`, else
 //! SIGKILL of the postmaster) and removes the directory, also when the test panicked.
+//!
+//! The database at a distance: [`TempPostgres::proxy`] puts a [`LatencyProxy`] in front of the
+//! cluster, a TCP proxy on 127.0.0.1 that holds every chunk for a fixed one-way delay in each
+//! direction (5 ms each way: two VPSes sharing a managed database). Its [`LatencyProxy::url`] is the
+//! database URL through it. Latency is added, bandwidth is not taken away: each direction is a delay
+//! queue (a chunk is stamped with `now + delay` when read and written when due, while the next ones
+//! are being read), so a client that pipelines still gets its bytes through at full speed, in order.
 
 use std::fs::OpenOptions;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The role and database the code under test uses.
@@ -205,6 +215,17 @@ impl TempPostgres {
             "postgres://{ROLE}:{password}@127.0.0.1:{}/{DATABASE}",
             self.port
         )
+    }
+
+    /// A [`LatencyProxy`] in front of this cluster, `one_way` each direction; its
+    /// [`LatencyProxy::url`] is [`TempPostgres::url`] through it. Stops when dropped.
+    pub fn proxy(&self, one_way: Duration) -> LatencyProxy {
+        let mut proxy = LatencyProxy::start(SocketAddr::from(([127, 0, 0, 1], self.port)), one_way);
+        proxy.url = format!(
+            "postgres://{ROLE}:{}@{}/{DATABASE}",
+            self.password, proxy.addr
+        );
+        proxy
     }
 
     /// The server's log so far (for failure messages).
@@ -442,6 +463,209 @@ impl TempPostgres {
             );
         }
     }
+}
+
+/// A TCP proxy on 127.0.0.1 that delays every chunk by `one_way` in each direction, on a tokio
+/// runtime of its own (one worker thread). Bytes keep their order; each direction is a delay queue,
+/// so throughput is what it was: only latency is added. Every connection to it opens one to the
+/// upstream address (a restarted server is reached again). Dropping it stops it and closes every
+/// connection through it.
+///
+/// The delay is at least `one_way`, and at most about a millisecond more (tokio's timer rounds up to
+/// whole milliseconds); [`LatencyProxy::round_trip`] measures what a client sees.
+pub struct LatencyProxy {
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    one_way: Duration,
+    url: String,
+    chunks_to_server: Arc<AtomicU64>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl LatencyProxy {
+    /// Listens on a free port of 127.0.0.1 and forwards each connection to `upstream`, `one_way`
+    /// later in each direction. [`TempPostgres::proxy`] is the usual way; this is for any server.
+    /// Panics when it cannot listen (a test bug or a broken machine).
+    pub fn start(upstream: SocketAddr, one_way: Duration) -> LatencyProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("latency-proxy")
+            .enable_all()
+            .build()
+            .expect("the latency proxy's runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("latency proxy: bind");
+        listener
+            .set_nonblocking(true)
+            .expect("latency proxy: nonblocking");
+        let addr = listener.local_addr().expect("latency proxy: address");
+        let chunks_to_server = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&chunks_to_server);
+        runtime.spawn(async move {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).expect("latency proxy: listener");
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    // Out of descriptors, say: try again shortly rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                tokio::spawn(relay(client, upstream, one_way, Arc::clone(&counter)));
+            }
+        });
+        LatencyProxy {
+            addr,
+            upstream,
+            one_way,
+            url: format!("tcp://{addr}"),
+            chunks_to_server,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The delay added in each direction.
+    pub fn one_way(&self) -> Duration {
+        self.one_way
+    }
+
+    /// From [`TempPostgres::proxy`]: the database URL through the proxy,
+    /// `postgres://cryptobot_test:<password>@127.0.0.1:<proxy port>/cryptobot_test`. From
+    /// [`LatencyProxy::start`]: `tcp://127.0.0.1:<proxy port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Chunks the clients sent (read from them, summed over every connection): about the number of
+    /// requests, since a PostgreSQL client writes each request (Parse/Bind/Execute/Sync) at once and
+    /// then waits for the answer. Each is a round trip of 2 × `one_way` at least.
+    pub fn chunks_to_server(&self) -> u64 {
+        self.chunks_to_server.load(Ordering::Relaxed)
+    }
+
+    /// What a PostgreSQL client sees as one round trip through the proxy: the median of 5
+    /// `SSLRequest`s, each on a new connection, timed from the request until the server's one-byte
+    /// answer (`S` or `N`). That includes the server starting a backend for the connection (about a
+    /// millisecond): [`LatencyProxy::direct_round_trip`] is the same without the proxy. For printing
+    /// beside figures measured through the proxy.
+    pub fn round_trip(&self) -> Duration {
+        ssl_request_round_trip(self.addr)
+    }
+
+    /// [`LatencyProxy::round_trip`] straight to the upstream server: what the proxy adds is the
+    /// difference.
+    pub fn direct_round_trip(&self) -> Duration {
+        ssl_request_round_trip(self.upstream)
+    }
+}
+
+/// See [`LatencyProxy::round_trip`].
+fn ssl_request_round_trip(addr: SocketAddr) -> Duration {
+    use std::io::{Read, Write};
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect for an SSLRequest");
+            stream.set_nodelay(true).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // Length 8, then the SSLRequest code 80877103.
+            let request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+            let started = Instant::now();
+            stream.write_all(&request).expect("write an SSLRequest");
+            let mut answer = [0u8; 1];
+            stream
+                .read_exact(&mut answer)
+                .expect("the server's answer to an SSLRequest");
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        // The tasks (listener, relays) are dropped with the runtime: every socket closes.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One proxied connection: `client` to a new connection to `upstream`, both ways delayed.
+async fn relay(
+    client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    one_way: Duration,
+    chunks_to_server: Arc<AtomicU64>,
+) {
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return; // dropping `client` closes it, as an unreachable server would
+    };
+    // Small requests go out at once: no Nagle delay on top of the one added here.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::join!(
+        delay_pipe(client_read, server_write, one_way, Some(chunks_to_server)),
+        delay_pipe(server_read, client_write, one_way, None),
+    );
+}
+
+/// One direction: what is read from `from` is written to `to` `one_way` later, in order; the end of
+/// the stream (or a read error) is passed on as a shutdown of `to`, `one_way` later too. The reader
+/// never waits for the writer: a delay queue (an unbounded channel of chunks stamped with when they
+/// are due) stands between them, so bytes flow at full speed, only later.
+async fn delay_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    one_way: Duration,
+    counter: Option<Arc<AtomicU64>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // `None`: the end of the stream.
+    let (queue, mut due) = tokio::sync::mpsc::unbounded_channel::<(Instant, Option<Vec<u8>>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let chunk = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    if let Some(counter) = &counter {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(buf[..n].to_vec())
+                }
+            };
+            let end = chunk.is_none();
+            // The writer is gone (its peer closed): nothing more to pass on.
+            if queue.send((Instant::now() + one_way, chunk)).is_err() || end {
+                return;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            if !one_way.is_zero() {
+                tokio::time::sleep_until(at.into()).await;
+            }
+            match chunk {
+                Some(bytes) => {
+                    if to.write_all(&bytes).await.is_err() {
+                        return; // dropping `due` stops the reader
+                    }
+                }
+                None => break,
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 /// See [`TempPostgres::psql_session`].
