@@ -4,8 +4,8 @@
 //!
 //! An alert is *armed* while it waits for its crossing. When the price is on its side of the threshold
 //! and it is armed, it fires: disarmed and its message queued in the outbox in one transaction
-//! (`Store::fire_alert`), so a crash can neither lose the notification nor send it twice for one
-//! crossing. It is re-armed once the price is back on the other side. The state is in the store, so a
+//! (`Store::fire_alerts`, up to 500 alerts at a time, the sender woken after each), so a crash can
+//! neither lose the notification nor send it twice for one crossing. It is re-armed once the price is back on the other side. The state is in the store, so a
 //! crossing that happened while the bot was down fires on the first check after the start.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use super::outbound::Wake;
 use super::prices::PriceSource;
 use super::service::crossed;
 use crate::live_status::LiveStatus;
-use crate::store::{AlertRow, Store};
+use crate::store::{AlertRow, Firing, Store};
 
 /// What one check did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,11 +30,16 @@ pub struct CheckOutcome {
     pub rearmed: usize,
 }
 
-/// One pass over every live alert.
+/// Alerts fired in one transaction; the sender is woken after each, so the first messages leave
+/// while later ones are still being queued.
+const FIRE_BATCH: usize = 500;
+
+/// One pass over every live alert; `outbox` is woken whenever fired alerts were queued.
 pub async fn check_once<P: PriceSource>(
     store: &Store,
     prices: &P,
     bot_id: u64,
+    outbox: &Wake,
 ) -> Result<CheckOutcome, String> {
     let alerts = store
         .live_alerts(bot_id)
@@ -60,44 +65,65 @@ pub async fn check_once<P: PriceSource>(
                 continue;
             }
         };
+        let mut firings = Vec::new();
+        let mut rearm = Vec::new();
         for alert in alerts.iter().filter(|a| a.currency == currency) {
             let Some(price) = table.get(&alert.coin_id) else {
                 continue;
             };
             match evaluate(alert, *price) {
-                Some(true) => {
-                    let text = notification(alert, *price);
-                    match store
-                        .fire_alert(bot_id, alert.id, alert.chat_id, &text)
-                        .await
-                    {
-                        Ok(true) => {
-                            outcome.fired += 1;
-                            tracing::info!(
-                                bot_id,
-                                alert_id = alert.id,
-                                chat_id = alert.chat_id,
-                                "alert fired"
-                            );
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(
-                            bot_id,
-                            alert_id = alert.id,
-                            "cannot fire the alert: {e}"
-                        ),
-                    }
-                }
-                Some(false) => {
-                    if let Err(e) = store.rearm_alert(alert.id).await {
-                        tracing::warn!(bot_id, alert_id = alert.id, "cannot re-arm the alert: {e}");
-                    } else {
-                        outcome.rearmed += 1;
-                    }
-                }
+                Some(true) => firings.push(Firing {
+                    alert_id: alert.id,
+                    chat_id: alert.chat_id,
+                    text: notification(alert, *price),
+                }),
+                Some(false) => rearm.push(alert.id),
                 None => {}
             }
         }
+        for batch in firings.chunks(FIRE_BATCH) {
+            match store.fire_alerts(bot_id, batch).await {
+                Ok(fired) => {
+                    let fired: std::collections::HashSet<i64> = fired.into_iter().collect();
+                    for f in batch.iter().filter(|f| fired.contains(&f.alert_id)) {
+                        tracing::debug!(
+                            bot_id,
+                            alert_id = f.alert_id,
+                            chat_id = f.chat_id,
+                            "alert fired"
+                        );
+                    }
+                    outcome.fired += fired.len();
+                    if !fired.is_empty() {
+                        outbox.wake();
+                    }
+                }
+                // Still armed: the next check fires them.
+                Err(e) => tracing::warn!(
+                    bot_id,
+                    alerts = batch.len(),
+                    "cannot fire {} alert(s): {e}; the next check tries again",
+                    batch.len()
+                ),
+            }
+        }
+        match store.rearm_alerts(&rearm).await {
+            Ok(()) => outcome.rearmed += rearm.len(),
+            Err(e) => tracing::warn!(
+                bot_id,
+                alerts = rearm.len(),
+                "cannot re-arm {} alert(s): {e}; the next check tries again",
+                rearm.len()
+            ),
+        }
+    }
+    if outcome.fired > 0 {
+        tracing::info!(
+            bot_id,
+            fired = outcome.fired,
+            "{} alert(s) fired",
+            outcome.fired
+        );
     }
     Ok(outcome)
 }
@@ -140,10 +166,9 @@ pub async fn run_checker<P: PriceSource>(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match check_once(&store, prices.as_ref(), bot_id).await {
+        match check_once(&store, prices.as_ref(), bot_id, &outbox).await {
             Ok(outcome) if outcome.fired > 0 => {
                 status.metrics.alerts_fired.inc_by(outcome.fired as u64);
-                outbox.wake();
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(bot_id, "alert check failed: {e}"),

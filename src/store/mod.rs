@@ -26,7 +26,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
 pub use postgres::PgStore;
-pub use sqlite::{AlertRow, NewAlert, OutboxMessage, SqliteStore};
+pub use sqlite::{AlertRow, Firing, NewAlert, OutboxMessage, SqliteStore};
 
 use crate::exit::Result as RunResult;
 
@@ -234,8 +234,14 @@ impl Store {
         on_backend!(self, s => s.live_alerts(bot_id))
     }
 
-    /// Fires alert `id`: disarms it and queues `message`, in one transaction. False when it was already
-    /// disarmed or deleted meanwhile (then nothing is queued: never twice per crossing).
+    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its
+    /// message queued together, so a crash neither loses a notification nor sends one twice for one
+    /// crossing. Returns the ids of those that fired (an alert already disarmed is skipped).
+    pub async fn fire_alerts(&self, bot_id: u64, firings: &[Firing]) -> Result<Vec<i64>> {
+        on_backend!(self, s => s.fire_alerts(bot_id, firings))
+    }
+
+    /// [`Store::fire_alerts`] for one alert: true if it fired.
     pub async fn fire_alert(
         &self,
         bot_id: u64,
@@ -243,12 +249,25 @@ impl Store {
         chat_id: i64,
         message: &str,
     ) -> Result<bool> {
-        on_backend!(self, s => s.fire_alert(bot_id, id, chat_id, message))
+        let firing = Firing {
+            alert_id: id,
+            chat_id,
+            text: message.to_owned(),
+        };
+        Ok(!self.fire_alerts(bot_id, &[firing]).await?.is_empty())
     }
 
-    /// Re-arms alert `id` (the price is back on the other side of its threshold).
+    /// Re-arms these alerts (the price is back on the other side of their thresholds).
+    pub async fn rearm_alerts(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, s => s.rearm_alerts(ids))
+    }
+
+    /// Re-arms alert `id`.
     pub async fn rearm_alert(&self, id: i64) -> Result<()> {
-        on_backend!(self, s => s.rearm_alert(id))
+        self.rearm_alerts(&[id]).await
     }
 
     /// The user blocked the bot (403): no more alerts to that chat until it writes again.

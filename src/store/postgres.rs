@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
-use super::sqlite::{ALERT_COLUMNS, AlertTuple};
+use super::sqlite::{ALERT_COLUMNS, AlertTuple, Firing};
 use super::{
     AlertRow, Error, Handled, HandledUpdate, InboxUpdate, NewAlert, OutboxMessage, PRUNE_EVERY,
     RECENT_UPDATES, Result,
@@ -478,49 +478,59 @@ impl PgStore {
         .await
     }
 
-    pub async fn fire_alert(
-        &self,
-        bot_id: u64,
-        id: i64,
-        chat_id: i64,
-        message: &str,
-    ) -> Result<bool> {
+    /// Fires the alerts of `firings` that are still armed, in one fenced transaction (see
+    /// `SqliteStore::fire_alerts`); the ids of those that fired.
+    pub async fn fire_alerts(&self, bot_id: u64, firings: &[Firing]) -> Result<Vec<i64>> {
+        if firings.is_empty() {
+            return Ok(Vec::new());
+        }
         self.bounded(async {
             let mut tx = self.begin_fenced().await?;
-            let done = sqlx::query(
+            let ids: Vec<i64> = firings.iter().map(|f| f.alert_id).collect();
+            let done: std::collections::HashSet<i64> = sqlx::query_scalar(
                 "UPDATE alerts SET armed = false, fired_count = fired_count + 1, last_fired_at = now()
-                 WHERE id = $1 AND bot_id = $2 AND armed",
+                 WHERE bot_id = $1 AND armed AND id = ANY($2) RETURNING id",
             )
-            .bind(id)
             .bind(bot_id as i64)
-            .execute(&mut *tx)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(|e| self.fail(e))?;
-            if done.rows_affected() != 1 {
-                return Ok(false);
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .collect();
+            let rows: Vec<&Firing> = firings
+                .iter()
+                .filter(|f| done.contains(&f.alert_id))
+                .collect();
+            if !rows.is_empty() {
+                let chats: Vec<i64> = rows.iter().map(|f| f.chat_id).collect();
+                let texts: Vec<&str> = rows.iter().map(|f| f.text.as_str()).collect();
+                // In the order given: the outbox's ids follow it.
+                sqlx::query(
+                    "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
+                     SELECT $1, m.chat_id, m.text, $4, now()
+                     FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS m(chat_id, text, n)
+                     ORDER BY m.n",
+                )
+                .bind(bot_id as i64)
+                .bind(&chats)
+                .bind(&texts)
+                .bind(self.epoch)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
             }
-            sqlx::query(
-                "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
-                 VALUES ($1, $2, $3, $4, now())",
-            )
-            .bind(bot_id as i64)
-            .bind(chat_id)
-            .bind(message)
-            .bind(self.epoch)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail(e))?;
             self.commit(tx).await?;
-            Ok(true)
+            Ok(rows.iter().map(|f| f.alert_id).collect())
         })
         .await
     }
 
-    pub async fn rearm_alert(&self, id: i64) -> Result<()> {
+    pub async fn rearm_alerts(&self, ids: &[i64]) -> Result<()> {
         self.write(
-            sqlx::query("UPDATE alerts SET armed = true WHERE id = $1 AND bot_id = $2")
-                .bind(id)
-                .bind(self.bot()),
+            sqlx::query("UPDATE alerts SET armed = true WHERE bot_id = $1 AND id = ANY($2)")
+                .bind(self.bot())
+                .bind(ids.to_vec()),
         )
         .await
         .map(drop)

@@ -47,6 +47,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// Ids per `DELETE` of [`SqliteStore::outbox_done_many`], far under SQLite's limit on bound
 /// parameters (32,766).
 const DONE_CHUNK: usize = 500;
+/// Alerts fired per statement: 4 parameters each in the outbox's INSERT.
+const FIRE_CHUNK: usize = 500;
 
 fn now_ms() -> i64 {
     unix_now().as_millis() as i64
@@ -107,6 +109,14 @@ pub struct AlertRow {
     pub threshold: String,
     pub armed: bool,
     pub fired_count: i64,
+}
+
+/// An alert to fire: disarm it and queue its message (`Store::fire_alerts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firing {
+    pub alert_id: i64,
+    pub chat_id: i64,
+    pub text: String,
 }
 
 pub(crate) type AlertTuple = (i64, i64, String, String, String, String, String, bool, i64);
@@ -545,41 +555,77 @@ impl SqliteStore {
         Ok(rows.into_iter().map(AlertRow::from).collect())
     }
 
-    /// Fires alert `id`: disarms it and queues `message`, in one transaction. False when it was already
-    /// disarmed or deleted meanwhile (then nothing is queued: never twice per crossing).
-    pub async fn fire_alert(
+    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its
+    /// message queued together, so a crash neither loses a notification nor sends one twice for one
+    /// crossing. Returns the ids of the alerts that fired (one already disarmed is skipped).
+    pub async fn fire_alerts(
         &self,
         bot_id: u64,
-        id: i64,
-        chat_id: i64,
-        message: &str,
-    ) -> std::result::Result<bool, sqlx::Error> {
+        firings: &[Firing],
+    ) -> std::result::Result<Vec<i64>, sqlx::Error> {
+        if firings.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE alerts SET armed = 0, fired_count = fired_count + 1, last_fired_at_ms = ?
-             WHERE id = ? AND bot_id = ? AND armed = 1",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(bot_id as i64)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
+        let mut fired = Vec::new();
+        // Statements of FIRE_CHUNK alerts, under SQLite's limit on bound parameters.
+        for chunk in firings.chunks(FIRE_CHUNK) {
+            let mut update = sqlx::QueryBuilder::new(
+                "UPDATE alerts SET armed = 0, fired_count = fired_count + 1, last_fired_at_ms = ",
+            );
+            update
+                .push_bind(now)
+                .push(" WHERE bot_id = ")
+                .push_bind(bot_id as i64)
+                .push(" AND armed = 1 AND id IN (");
+            let mut list = update.separated(", ");
+            for f in chunk {
+                list.push_bind(f.alert_id);
+            }
+            list.push_unseparated(") RETURNING id");
+            let done: std::collections::HashSet<i64> = update
+                .build_query_scalar::<i64>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            let rows: Vec<&Firing> = chunk
+                .iter()
+                .filter(|f| done.contains(&f.alert_id))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) ",
+            );
+            insert.push_values(&rows, |mut row, f| {
+                row.push_bind(bot_id as i64)
+                    .push_bind(f.chat_id)
+                    .push_bind(f.text.as_str())
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
+            fired.extend(rows.iter().map(|f| f.alert_id));
         }
-        queue_message(&mut tx, bot_id, chat_id, message, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(fired)
     }
 
-    /// Re-arms alert `id` (the price is back on the other side of its threshold).
-    pub async fn rearm_alert(&self, id: i64) -> std::result::Result<(), sqlx::Error> {
-        sqlx::query("UPDATE alerts SET armed = 1 WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(drop)
+    /// Re-arms these alerts (the price is back on the other side of their thresholds).
+    pub async fn rearm_alerts(&self, ids: &[i64]) -> std::result::Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in ids.chunks(DONE_CHUNK) {
+            let mut update = sqlx::QueryBuilder::new("UPDATE alerts SET armed = 1 WHERE id IN (");
+            let mut list = update.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     /// The user blocked the bot (403): no more alerts to that chat until it writes again.
@@ -626,6 +672,64 @@ mod tests {
             };
             self.mark_handled_many(bot_id, &[handled]).await
         }
+    }
+
+    /// A batch of alerts fires in one transaction: the armed ones disarmed and their messages queued
+    /// in the order given, more than one statement's worth included; one already disarmed is skipped
+    /// and queues nothing, and firing again fires nothing.
+    #[tokio::test]
+    async fn alerts_fire_in_a_batch_once_each_with_their_messages_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let n = FIRE_CHUNK as i64 + 7;
+        let mut firings = Vec::new();
+        for chat in 1..=n {
+            let alert = NewAlert {
+                symbol: "BTC",
+                coin_id: "bitcoin",
+                currency: "usd",
+                direction: "above",
+                threshold: "100",
+                // The third is already disarmed (fired at an earlier crossing).
+                armed: chat != 3,
+                source_update: None,
+            };
+            let id = store.add_alert(1, chat, &alert, 20).await.unwrap().unwrap();
+            firings.push(Firing {
+                alert_id: id,
+                chat_id: chat,
+                text: format!("fired {chat}"),
+            });
+        }
+        firings.reverse();
+        let fired = store.fire_alerts(1, &firings).await.unwrap();
+        assert_eq!(fired.len() as i64, n - 1);
+        let queued = store.outbox(1, 0, 10_000).await.unwrap();
+        let expected: Vec<String> = firings
+            .iter()
+            .filter(|f| f.chat_id != 3)
+            .map(|f| f.text.clone())
+            .collect();
+        assert_eq!(
+            queued.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+            expected
+        );
+        assert!(
+            queued
+                .iter()
+                .all(|m| m.text == format!("fired {}", m.chat_id))
+        );
+        assert!(store.live_alerts(1).await.unwrap().iter().all(|a| !a.armed));
+        assert!(store.fire_alerts(1, &firings).await.unwrap().is_empty());
+        assert_eq!(
+            store.outbox(1, 0, 10_000).await.unwrap().len() as i64,
+            n - 1
+        );
+        store.rearm_alerts(&[firings[0].alert_id]).await.unwrap();
+        assert_eq!(
+            store.fire_alerts(1, &firings).await.unwrap(),
+            [firings[0].alert_id]
+        );
     }
 
     /// The inbox keeps what arrived until it is recorded as handled, in the same transaction.
