@@ -8,7 +8,7 @@
 //! neither lose the notification nor send it twice for one crossing. It is re-armed once the price is back on the other side. The state is in the store, so a
 //! crossing that happened while the bot was down fires on the first check after the start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,68 @@ pub struct CheckOutcome {
 /// while later ones are still being queued.
 const FIRE_BATCH: usize = 500;
 
+/// What alerts share: the coin (its id and the symbol the user wrote), the currency and the
+/// direction. Interned by the checker: a crossing that concerns 10,000 alerts concerns a few kinds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Kind {
+    symbol: String,
+    coin_id: String,
+    currency: String,
+    direction: Direction,
+}
+
+/// What the checker keeps of one alert.
+#[derive(Clone, Copy, Debug)]
+struct Watched {
+    id: i64,
+    chat_id: i64,
+    kind: usize,
+    threshold: Decimal,
+    armed: bool,
+}
+
+/// The live alerts in a compact form: each kind once, each alert in about 50 bytes.
+#[derive(Default)]
+struct Watchlist {
+    kinds: Vec<Kind>,
+    index: HashMap<Kind, usize>,
+    alerts: Vec<Watched>,
+}
+
+impl Watchlist {
+    fn add(&mut self, row: AlertRow) {
+        // A row the bot did not write (an unknown direction, a threshold that is not a number) is
+        // left alone, as before.
+        let (Some(direction), Ok(threshold)) = (
+            Direction::parse(&row.direction),
+            Decimal::from_str(&row.threshold),
+        ) else {
+            return;
+        };
+        let kind = Kind {
+            symbol: row.symbol,
+            coin_id: row.coin_id,
+            currency: row.currency,
+            direction,
+        };
+        let kind = match self.index.get(&kind) {
+            Some(&k) => k,
+            None => {
+                self.kinds.push(kind.clone());
+                self.index.insert(kind, self.kinds.len() - 1);
+                self.kinds.len() - 1
+            }
+        };
+        self.alerts.push(Watched {
+            id: row.id,
+            chat_id: row.chat_id,
+            kind,
+            threshold,
+            armed: row.armed,
+        });
+    }
+}
+
 /// One pass over every live alert; `outbox` is woken whenever fired alerts were queued.
 pub async fn check_once<P: PriceSource>(
     store: &Store,
@@ -41,15 +103,16 @@ pub async fn check_once<P: PriceSource>(
     bot_id: u64,
     outbox: &Wake,
 ) -> Result<CheckOutcome, String> {
-    let alerts = store
-        .live_alerts(bot_id)
+    let mut list = Watchlist::default();
+    store
+        .each_live_alert(bot_id, |row| list.add(row))
         .await
         .map_err(|e| format!("cannot read the alerts: {e}"))?;
     let mut by_currency: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for a in &alerts {
-        let ids = by_currency.entry(a.currency.as_str()).or_default();
-        if !ids.contains(&a.coin_id) {
-            ids.push(a.coin_id.clone());
+    for k in &list.kinds {
+        let ids = by_currency.entry(k.currency.as_str()).or_default();
+        if !ids.contains(&k.coin_id) {
+            ids.push(k.coin_id.clone());
         }
     }
     let mut outcome = CheckOutcome::default();
@@ -65,48 +128,33 @@ pub async fn check_once<P: PriceSource>(
                 continue;
             }
         };
-        let mut firings = Vec::new();
+        let mut firings = Vec::with_capacity(FIRE_BATCH);
         let mut rearm = Vec::new();
-        for alert in alerts.iter().filter(|a| a.currency == currency) {
-            let Some(price) = table.get(&alert.coin_id) else {
+        for alert in &list.alerts {
+            let kind = &list.kinds[alert.kind];
+            if kind.currency != currency {
+                continue;
+            }
+            let Some(price) = table.get(&kind.coin_id) else {
                 continue;
             };
-            match evaluate(alert, *price) {
+            match evaluate(kind.direction, alert.threshold, alert.armed, *price) {
                 Some(true) => firings.push(Firing {
                     alert_id: alert.id,
                     chat_id: alert.chat_id,
-                    text: notification(alert, *price),
+                    text: notification(kind, alert, *price),
                 }),
                 Some(false) => rearm.push(alert.id),
                 None => {}
             }
-        }
-        for batch in firings.chunks(FIRE_BATCH) {
-            match store.fire_alerts(bot_id, batch).await {
-                Ok(fired) => {
-                    let fired: std::collections::HashSet<i64> = fired.into_iter().collect();
-                    for f in batch.iter().filter(|f| fired.contains(&f.alert_id)) {
-                        tracing::debug!(
-                            bot_id,
-                            alert_id = f.alert_id,
-                            chat_id = f.chat_id,
-                            "alert fired"
-                        );
-                    }
-                    outcome.fired += fired.len();
-                    if !fired.is_empty() {
-                        outbox.wake();
-                    }
-                }
-                // Still armed: the next check fires them.
-                Err(e) => tracing::warn!(
-                    bot_id,
-                    alerts = batch.len(),
-                    "cannot fire {} alert(s): {e}; the next check tries again",
-                    batch.len()
-                ),
+            // Fired as they are found, FIRE_BATCH at a time: the messages of a crossing that fires
+            // thousands never all wait in memory at once.
+            if firings.len() == FIRE_BATCH {
+                outcome.fired += fire(store, bot_id, &firings, outbox).await;
+                firings.clear();
             }
         }
+        outcome.fired += fire(store, bot_id, &firings, outbox).await;
         match store.rearm_alerts(&rearm).await {
             Ok(()) => outcome.rearmed += rearm.len(),
             Err(e) => tracing::warn!(
@@ -128,23 +176,57 @@ pub async fn check_once<P: PriceSource>(
     Ok(outcome)
 }
 
+/// Fires `batch` in one transaction and wakes the sender; how many fired. A failure leaves the
+/// alerts armed: the next check fires them.
+async fn fire(store: &Store, bot_id: u64, batch: &[Firing], outbox: &Wake) -> usize {
+    if batch.is_empty() {
+        return 0;
+    }
+    match store.fire_alerts(bot_id, batch).await {
+        Ok(fired) => {
+            let fired: std::collections::HashSet<i64> = fired.into_iter().collect();
+            for f in batch.iter().filter(|f| fired.contains(&f.alert_id)) {
+                tracing::debug!(
+                    bot_id,
+                    alert_id = f.alert_id,
+                    chat_id = f.chat_id,
+                    "alert fired"
+                );
+            }
+            if !fired.is_empty() {
+                outbox.wake();
+            }
+            fired.len()
+        }
+        Err(e) => {
+            tracing::warn!(
+                bot_id,
+                alerts = batch.len(),
+                "cannot fire {} alert(s): {e}; the next check tries again",
+                batch.len()
+            );
+            0
+        }
+    }
+}
+
 /// `Some(true)`: fire; `Some(false)`: re-arm; `None`: nothing to do.
-fn evaluate(alert: &AlertRow, price: Decimal) -> Option<bool> {
-    let direction = Direction::parse(&alert.direction)?;
-    let threshold = Decimal::from_str(&alert.threshold).ok()?;
-    let on_its_side = crossed(direction, price, threshold);
-    match (alert.armed, on_its_side) {
+fn evaluate(direction: Direction, threshold: Decimal, armed: bool, price: Decimal) -> Option<bool> {
+    match (armed, crossed(direction, price, threshold)) {
         (true, true) => Some(true),
         (false, false) => Some(false),
         _ => None,
     }
 }
 
-fn notification(alert: &AlertRow, price: Decimal) -> String {
-    let currency = alert.currency.to_ascii_uppercase();
+fn notification(kind: &Kind, alert: &Watched, price: Decimal) -> String {
+    let currency = kind.currency.to_ascii_uppercase();
     format!(
         "🔔 {} is {} {} {currency}: {price} {currency} now (alert #{})",
-        alert.symbol, alert.direction, alert.threshold, alert.id
+        kind.symbol,
+        kind.direction.as_str(),
+        alert.threshold,
+        alert.id
     )
 }
 
@@ -180,50 +262,69 @@ pub async fn run_checker<P: PriceSource>(
 mod tests {
     use super::*;
 
-    fn alert(direction: &str, threshold: &str, armed: bool) -> AlertRow {
-        AlertRow {
-            id: 1,
-            chat_id: 2,
-            symbol: "BTC".into(),
-            coin_id: "bitcoin".into(),
-            currency: "usd".into(),
-            direction: direction.into(),
-            threshold: threshold.into(),
-            armed,
-            fired_count: 0,
-        }
-    }
-
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
     }
 
+    fn evaluate_text(direction: &str, threshold: &str, armed: bool, price: &str) -> Option<bool> {
+        let direction = Direction::parse(direction).unwrap();
+        evaluate(direction, d(threshold), armed, d(price))
+    }
+
     #[test]
     fn fires_once_per_crossing_and_rearms_on_the_way_back() {
-        assert_eq!(evaluate(&alert("above", "100", true), d("99.99")), None);
-        assert_eq!(evaluate(&alert("above", "100", true), d("100")), Some(true));
+        assert_eq!(evaluate_text("above", "100", true, "99.99"), None);
+        assert_eq!(evaluate_text("above", "100", true, "100"), Some(true));
         assert_eq!(
-            evaluate(&alert("above", "100", false), d("150")),
+            evaluate_text("above", "100", false, "150"),
             None,
             "fired: wait for the way back"
         );
-        assert_eq!(
-            evaluate(&alert("above", "100", false), d("99")),
-            Some(false)
-        );
-        assert_eq!(
-            evaluate(&alert("below", "0.1", true), d("0.09")),
-            Some(true)
-        );
-        assert_eq!(evaluate(&alert("below", "0.1", true), d("0.1000001")), None);
+        assert_eq!(evaluate_text("above", "100", false, "99"), Some(false));
+        assert_eq!(evaluate_text("below", "0.1", true, "0.09"), Some(true));
+        assert_eq!(evaluate_text("below", "0.1", true, "0.1000001"), None);
+    }
+
+    fn row(id: i64, chat_id: i64, symbol: &str, direction: &str, threshold: &str) -> AlertRow {
+        AlertRow {
+            id,
+            chat_id,
+            symbol: symbol.into(),
+            coin_id: "bitcoin".into(),
+            currency: "usd".into(),
+            direction: direction.into(),
+            threshold: threshold.into(),
+            armed: true,
+            fired_count: 0,
+        }
     }
 
     #[test]
     fn the_notification_shows_exact_amounts() {
-        let text = notification(&alert("above", "70000.5", true), d("70000.51"));
+        let mut list = Watchlist::default();
+        list.add(row(1, 2, "BTC", "above", "70000.5"));
+        let alert = list.alerts[0];
+        let text = notification(&list.kinds[alert.kind], &alert, d("70000.51"));
         assert_eq!(
             text,
             "🔔 BTC is above 70000.5 USD: 70000.51 USD now (alert #1)"
         );
+    }
+
+    /// Alerts of one kind share it; a row the bot cannot read is left out.
+    #[test]
+    fn the_watchlist_keeps_each_kind_once() {
+        let mut list = Watchlist::default();
+        for id in 1..=100 {
+            list.add(row(id, id, "BTC", "above", "100"));
+        }
+        list.add(row(101, 1, "BTC", "below", "100"));
+        list.add(row(102, 1, "XBT", "above", "100"));
+        list.add(row(103, 1, "BTC", "sideways", "100"));
+        list.add(row(104, 1, "BTC", "above", "lots"));
+        assert_eq!(list.alerts.len(), 102);
+        assert_eq!(list.kinds.len(), 3);
+        assert_eq!(list.alerts[101].id, 102);
+        assert_eq!(list.kinds[list.alerts[101].kind].symbol, "XBT");
     }
 }

@@ -41,7 +41,7 @@ pub const DELALERT_USAGE: &str = "Usage: /delalert <id> (see /alerts for the ids
 pub const MAX_PRICE_COINS: usize = 10;
 
 /// Above or below a threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     Above,
     Below,

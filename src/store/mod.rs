@@ -229,9 +229,17 @@ impl Store {
         on_backend!(self, s => s.delete_alert(bot_id, chat_id, id))
     }
 
+    /// Every alert of chats that have not blocked the bot, handed to `each` one at a time as the rows
+    /// arrive (the alert checker keeps a compact form: 10,000 rows at once were megabytes).
+    pub async fn each_live_alert(&self, bot_id: u64, each: impl FnMut(AlertRow)) -> Result<()> {
+        on_backend!(self, s => s.each_live_alert(bot_id, each))
+    }
+
     /// Every alert of chats that have not blocked the bot.
     pub async fn live_alerts(&self, bot_id: u64) -> Result<Vec<AlertRow>> {
-        on_backend!(self, s => s.live_alerts(bot_id))
+        let mut alerts = Vec::new();
+        self.each_live_alert(bot_id, |a| alerts.push(a)).await?;
+        Ok(alerts)
     }
 
     /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its

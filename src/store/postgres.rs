@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
@@ -463,17 +464,19 @@ impl PgStore {
         Ok(deleted == 1)
     }
 
-    pub async fn live_alerts(&self, bot_id: u64) -> Result<Vec<AlertRow>> {
+    pub async fn each_live_alert(&self, bot_id: u64, mut each: impl FnMut(AlertRow)) -> Result<()> {
         self.bounded(async {
-            let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+            let sql = format!(
                 "{ALERT_COLUMNS} WHERE bot_id = $1 AND chat_id NOT IN
                  (SELECT chat_id FROM chats WHERE bot_id = $1 AND alerts_disabled) ORDER BY id"
-            ))
-            .bind(bot_id as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.fail(e))?;
-            Ok(rows.into_iter().map(AlertRow::from).collect())
+            );
+            let mut rows = sqlx::query_as::<_, AlertTuple>(&sql)
+                .bind(bot_id as i64)
+                .fetch(&self.pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| self.fail(e))? {
+                each(AlertRow::from(row));
+            }
+            Ok(())
         })
         .await
     }

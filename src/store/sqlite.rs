@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
@@ -45,7 +46,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Ids per `DELETE` of [`SqliteStore::outbox_done_many`], far under SQLite's limit on bound
-/// parameters (32,766).
+/// parameters (32,766). Statements built for a number of ids are not kept prepared
+/// (`persistent(false)`): one per length would fill sqlx's statement cache (100 per connection)
+/// with programs of up to thousands of parameters that are seldom used again.
 const DONE_CHUNK: usize = 500;
 /// Alerts fired per statement: 4 parameters each in the outbox's INSERT.
 const FIRE_CHUNK: usize = 500;
@@ -427,12 +430,21 @@ impl SqliteStore {
         match ids.len() {
             0 => Ok(()),
             // One statement is a transaction of its own: one round trip to sqlx's thread, not three.
-            1..=DONE_CHUNK => delete(ids).build().execute(&self.pool).await.map(drop),
+            1..=DONE_CHUNK => delete(ids)
+                .build()
+                .persistent(false)
+                .execute(&self.pool)
+                .await
+                .map(drop),
             _ => {
                 let mut tx = self.pool.begin().await?;
                 // One statement per DONE_CHUNK ids, under SQLite's limit on bound parameters.
                 for chunk in ids.chunks(DONE_CHUNK) {
-                    delete(chunk).build().execute(&mut *tx).await?;
+                    delete(chunk)
+                        .build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await
             }
@@ -541,18 +553,22 @@ impl SqliteStore {
     }
 
     /// Every alert of chats that have not blocked the bot.
-    pub async fn live_alerts(
+    pub async fn each_live_alert(
         &self,
         bot_id: u64,
-    ) -> std::result::Result<Vec<AlertRow>, sqlx::Error> {
-        let rows: Vec<AlertTuple> = sqlx::query_as(&format!(
+        mut each: impl FnMut(AlertRow),
+    ) -> std::result::Result<(), sqlx::Error> {
+        let sql = format!(
             "{ALERT_COLUMNS} WHERE bot_id = ?1 AND chat_id NOT IN
              (SELECT chat_id FROM chats WHERE bot_id = ?1 AND alerts_disabled = 1) ORDER BY id"
-        ))
-        .bind(bot_id as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(AlertRow::from).collect())
+        );
+        let mut rows = sqlx::query_as::<_, AlertTuple>(&sql)
+            .bind(bot_id as i64)
+            .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(AlertRow::from(row));
+        }
+        Ok(())
     }
 
     /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its
@@ -586,6 +602,7 @@ impl SqliteStore {
             list.push_unseparated(") RETURNING id");
             let done: std::collections::HashSet<i64> = update
                 .build_query_scalar::<i64>()
+                .persistent(false)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
@@ -606,7 +623,7 @@ impl SqliteStore {
                     .push_bind(f.text.as_str())
                     .push_bind(now);
             });
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
             fired.extend(rows.iter().map(|f| f.alert_id));
         }
         tx.commit().await?;
@@ -623,7 +640,7 @@ impl SqliteStore {
                 list.push_bind(*id);
             }
             list.push_unseparated(")");
-            update.build().execute(&mut *tx).await?;
+            update.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -719,7 +736,12 @@ mod tests {
                 .iter()
                 .all(|m| m.text == format!("fired {}", m.chat_id))
         );
-        assert!(store.live_alerts(1).await.unwrap().iter().all(|a| !a.armed));
+        let mut armed = 0;
+        store
+            .each_live_alert(1, |a| armed += usize::from(a.armed))
+            .await
+            .unwrap();
+        assert_eq!(armed, 0);
         assert!(store.fire_alerts(1, &firings).await.unwrap().is_empty());
         assert_eq!(
             store.outbox(1, 0, 10_000).await.unwrap().len() as i64,
