@@ -15,6 +15,7 @@ Writes every sample to OUT/results.json and the summary table (Markdown) to OUT/
 
 import argparse
 import http.client
+import http.server
 import json
 import os
 import shutil
@@ -85,6 +86,15 @@ def loadavg():
 def self_cpu():
     t = os.times()
     return t.user + t.system
+
+
+def serve(handler):
+    """Serves `handler` (a BaseHTTPRequestHandler class) on 127.0.0.1, a free port, from daemon threads;
+    returns the server and its URL. The benchmarks' fake price APIs run on it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # ---------------------------------------------------------------------------------------- fake
