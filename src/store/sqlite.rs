@@ -52,26 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const DONE_CHUNK: usize = 500;
 /// Alerts fired per statement: 4 parameters each in the outbox's INSERT.
 const FIRE_CHUNK: usize = 500;
+/// Rows per multi-row INSERT (at most 5 parameters a row).
+const ROWS_CHUNK: usize = 500;
 
 fn now_ms() -> i64 {
     unix_now().as_millis() as i64
-}
-
-async fn queue_message(
-    tx: &mut sqlx::SqliteConnection,
-    bot_id: u64,
-    chat_id: i64,
-    text: &str,
-    now: i64,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) VALUES (?, ?, ?, ?)")
-        .bind(bot_id as i64)
-        .bind(chat_id)
-        .bind(text)
-        .bind(now)
-        .execute(tx)
-        .await
-        .map(drop)
 }
 
 /// A message waiting in the outbox.
@@ -228,37 +213,63 @@ impl SqliteStore {
     }
 
     /// Records every update of `handled` (inbox row deleted, remembered as handled, replies queued) in
-    /// one transaction.
+    /// one transaction, a few multi-row statements for the whole group (each statement is a round
+    /// trip to sqlx's SQLite thread: one per row cost more than the rows themselves).
     pub async fn mark_handled_many(
         &self,
         bot_id: u64,
         handled: &[Handled],
     ) -> std::result::Result<(), sqlx::Error> {
+        if handled.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
+        let seqs: Vec<i64> = handled.iter().filter_map(|h| h.inbox_seq).collect();
+        for chunk in seqs.chunks(DONE_CHUNK) {
+            let mut delete = sqlx::QueryBuilder::new("DELETE FROM inbox WHERE seq IN (");
+            let mut list = delete.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            list.push_unseparated(")");
+            delete.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // One INSERT inserts its rows in the order of its VALUES: the replies get ids in the order
+        // they were given, which is the order the outbound queue sends them in.
+        let replies: Vec<&(i64, String)> = handled.iter().flat_map(|h| &h.replies).collect();
+        for chunk in replies.chunks(ROWS_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) ",
+            );
+            insert.push_values(chunk, |mut row, (chat, text)| {
+                row.push_bind(bot_id as i64)
+                    .push_bind(*chat)
+                    .push_bind(text.as_str())
+                    .push_bind(now);
+            });
+            insert.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one
+        // (rows are replaced in VALUES order, as one statement per update did).
         let mut prune = false;
-        for h in handled {
-            if let Some(seq) = h.inbox_seq {
-                sqlx::query("DELETE FROM inbox WHERE seq = ?")
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (chat, text) in &h.replies {
-                queue_message(&mut tx, bot_id, *chat, text, now).await?;
-            }
-            // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one.
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms)
-                 VALUES (?, ?, ?, ?) RETURNING seq",
-            )
-            .bind(bot_id as i64)
-            .bind(h.update.id)
-            .bind(h.update.fingerprint)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            prune |= seq % PRUNE_EVERY == 0;
+        for chunk in handled.chunks(ROWS_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms) ",
+            );
+            insert.push_values(chunk, |mut row, h| {
+                row.push_bind(bot_id as i64)
+                    .push_bind(h.update.id)
+                    .push_bind(h.update.fingerprint)
+                    .push_bind(now);
+            });
+            insert.push(" RETURNING seq");
+            let drawn: Vec<i64> = insert
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            prune |= drawn.iter().any(|seq| seq % PRUNE_EVERY == 0);
         }
         if prune {
             sqlx::query(
@@ -273,28 +284,40 @@ impl SqliteStore {
         tx.commit().await
     }
 
-    /// Writes `updates` into the inbox in one transaction; their `seq`s.
+    /// Writes `updates` into the inbox in one transaction (one multi-row INSERT); their `seq`s, in
+    /// the order of `updates`.
     pub async fn inbox_add(
         &self,
         bot_id: u64,
         updates: &[InboxUpdate],
     ) -> std::result::Result<Vec<i64>, sqlx::Error> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let mut seqs = Vec::with_capacity(updates.len());
-        for u in updates {
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO inbox (bot_id, update_id, fingerprint, body, received_at_ms)
-                 VALUES (?, ?, ?, ?, ?) RETURNING seq",
-            )
-            .bind(bot_id as i64)
-            .bind(u.update.id)
-            .bind(u.update.fingerprint)
-            .bind(&u.body)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            seqs.push(seq);
+        for chunk in updates.chunks(ROWS_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO inbox (bot_id, update_id, fingerprint, body, received_at_ms) ",
+            );
+            insert.push_values(chunk, |mut row, u| {
+                row.push_bind(bot_id as i64)
+                    .push_bind(u.update.id)
+                    .push_bind(u.update.fingerprint)
+                    .push_bind(u.body.as_str())
+                    .push_bind(now);
+            });
+            insert.push(" RETURNING seq");
+            let mut drawn: Vec<i64> = insert
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            // RETURNING's order is unspecified, but the rows went in in VALUES order and
+            // AUTOINCREMENT gives each a larger seq than any before: ascending is their order.
+            drawn.sort_unstable();
+            seqs.extend(drawn);
         }
         tx.commit().await?;
         Ok(seqs)
@@ -793,6 +816,76 @@ mod tests {
         assert_eq!(
             store.recent_updates(1, 10).await.unwrap(),
             vec![(5, Some(15)), (9, Some(27))]
+        );
+    }
+
+    /// A group larger than one statement: every inbox row goes, the seqs come back in arrival order,
+    /// the replies are queued in the order given across updates, and an id given twice in one group
+    /// keeps the later fingerprint (as one statement per update did).
+    #[tokio::test]
+    async fn a_group_of_more_than_one_statement_is_recorded_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let n = ROWS_CHUNK as i64 * 2 + 3;
+        // Ids not in arrival order: arrival order is the inbox's, not the ids'.
+        let arrived: Vec<InboxUpdate> = (0..n)
+            .map(|i| InboxUpdate {
+                seq: 0,
+                update: HandledUpdate {
+                    id: (i * 7919) % n,
+                    fingerprint: i,
+                },
+                body: format!("{{\"update_id\":{}}}", (i * 7919) % n),
+            })
+            .collect();
+        let seqs = store.inbox_add(1, &arrived).await.unwrap();
+        let waiting = store.inbox(1).await.unwrap();
+        assert_eq!(waiting.iter().map(|u| u.seq).collect::<Vec<_>>(), seqs);
+        assert_eq!(
+            waiting.iter().map(|u| u.update).collect::<Vec<_>>(),
+            arrived.iter().map(|u| u.update).collect::<Vec<_>>(),
+            "each seq is its own update's, in arrival order"
+        );
+        let mut group: Vec<Handled> = waiting
+            .iter()
+            .map(|u| Handled {
+                inbox_seq: Some(u.seq),
+                update: u.update,
+                // Two replies to one chat for some, none for others.
+                replies: (0..u.update.fingerprint % 3)
+                    .map(|k| (u.update.fingerprint % 5, format!("{}.{k}", u.seq)))
+                    .collect(),
+            })
+            .collect();
+        let again = HandledUpdate {
+            id: group[0].update.id,
+            fingerprint: -1,
+        };
+        group.push(Handled {
+            inbox_seq: None,
+            update: again,
+            replies: vec![],
+        });
+        store.mark_handled_many(1, &group).await.unwrap();
+        assert!(store.inbox(1).await.unwrap().is_empty());
+        let queued: Vec<String> = store
+            .outbox(1, 0, 10 * n)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        let expected: Vec<String> = group
+            .iter()
+            .flat_map(|h| h.replies.iter().map(|(_, t)| t.clone()))
+            .collect();
+        assert_eq!(queued, expected, "the replies in the order given");
+        let recent = store.recent_updates(1, 10 * n).await.unwrap();
+        assert_eq!(recent.len(), n as usize, "each id once");
+        assert_eq!(
+            recent.last(),
+            Some(&(again.id, Some(-1))),
+            "the later one kept"
         );
     }
 
