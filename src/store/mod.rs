@@ -147,7 +147,8 @@ impl Store {
     }
 
     /// Group commit: records every update of `handled` (deleting its inbox row, remembering it as
-    /// handled, queueing its replies in order) in ONE transaction: all of them or none.
+    /// handled, queueing its replies in order) in ONE transaction: all of them or none. Both backends
+    /// write the group with one multi-row statement per table, not a statement per update.
     pub async fn mark_handled_many(&self, bot_id: u64, handled: &[Handled]) -> Result<()> {
         on_backend!(self, s => s.mark_handled_many(bot_id, handled))
     }
