@@ -19,6 +19,15 @@ fn second_instance_is_refused_with_holder_pid() {
     let notify = NotifySocket::new();
     let first = host.spawn_run(Some(&notify), &[]);
     notify.wait_for("READY=1", T);
+    let id = support::bot_id(&token);
+    // The first instance only polls from now on: every other call counted so far is its own.
+    let not_polls = |stats: fake_bot_api::Stats| {
+        let mut calls = stats.calls;
+        calls.remove("getUpdates");
+        calls
+    };
+    let before = not_polls(api.stats(id));
+    assert_eq!(before.get("getMe"), Some(&1), "{before:?}");
 
     let (status, _, stderr) = host.run_to_end(&["run"], T);
     assert_eq!(status.code(), Some(75), "stderr: {stderr}");
@@ -32,8 +41,10 @@ fn second_instance_is_refused_with_holder_pid() {
     );
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     assert_no_token(&token, &[&stderr]);
-    // The refused instance never talked to Telegram: only the first one's polls are counted.
-    assert_eq!(api.stats(support::bot_id(&token)).conflicts_409, 0);
+    // The refused instance never talked to Telegram: no getMe (nor anything else but the first's
+    // polls), and no poll of its own ended the first one's.
+    assert_eq!(not_polls(api.stats(id)), before, "a call before the lock");
+    assert_eq!(api.stats(id).conflicts_409, 0);
 }
 
 #[test]

@@ -15,16 +15,26 @@ fn ready_comes_after_get_me_and_stopping_on_sigterm() {
     let api = FakeBotApi::start();
     let token = random_token();
     let id = api.add_bot(&token, "notify_bot");
+    // getMe held 1.5 s: a READY sent before its answer arrives while the fake still holds it.
+    api.set_latency(id, "getMe", Duration::from_millis(1500));
     let host = Host::new(&token, &api.url());
     let notify = NotifySocket::new();
     let mut bot = host.spawn_run(Some(&notify), &[]);
     let before_ready = notify.wait_for("READY=1", T);
+    let at_ready = api.stats(id);
     let ready = before_ready.last().unwrap();
     assert!(ready.text.contains("STATUS=polling"), "{:?}", ready.text);
-    // getMe happened before READY (and no poll is possible before it).
+    assert_eq!(
+        at_ready.answered.get("getMe"),
+        Some(&1),
+        "READY=1 before Telegram answered getMe: {:?}",
+        at_ready.answered
+    );
+    // Nor was Telegram polled before READY (the poll starts after it).
     assert!(
-        bot.stderr().contains("Telegram accepted the token")
-            || api.stats(id).get_updates_calls <= 1
+        !at_ready.answered.contains_key("getUpdates"),
+        "{:?}",
+        at_ready.answered
     );
 
     bot.signal(Signal::SIGTERM);

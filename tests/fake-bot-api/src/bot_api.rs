@@ -45,6 +45,25 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let Some(method) = canonical_method(method) else {
         return error_response(&ApiError::new(404, "Not Found"));
     };
+    let response = answer_call(&shared, bot_id, method, parts, body).await;
+    shared.mutate(|state| {
+        if let Ok(bot) = state.bot(bot_id) {
+            bot.end_call(method);
+        }
+    });
+    response
+}
+
+/// One Bot API call of `bot_id`, counted in its stats when it arrives (`Stats::calls`); the caller
+/// counts the answer.
+async fn answer_call(
+    shared: &Arc<Shared>,
+    bot_id: i64,
+    method: &'static str,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Response {
+    let shared = Arc::clone(shared);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return error_response(&ApiError::new(413, "Request Entity Too Large"));
     };

@@ -259,7 +259,13 @@ impl BotState {
     }
 
     /// Counts a call of `method` (for the counters that exist) and takes the next queued fault.
+    /// The answer to a `method` request leaves now.
+    pub(crate) fn end_call(&mut self, method: &'static str) {
+        *self.stats.answered.entry(method.to_owned()).or_default() += 1;
+    }
+
     pub(crate) fn begin_call(&mut self, method: &'static str) -> Option<Fault> {
+        *self.stats.calls.entry(method.to_owned()).or_default() += 1;
         match method {
             "getUpdates" => self.stats.get_updates_calls += 1,
             "sendMessage" => self.stats.send_message_calls += 1,

@@ -34,6 +34,14 @@ pub struct Stats {
     /// id): they confirmed nothing and were answered from the head of the queue.
     #[serde(default)]
     pub future_offsets: u64,
+    /// Every Bot API request with this bot's token, by method (`getMe`, `getUpdates`, ...), counted
+    /// when it arrives, faulted and refused ones included.
+    #[serde(default)]
+    pub calls: BTreeMap<String, u64>,
+    /// The requests answered, by method: counted when the answer leaves, after any latency set for
+    /// the method (a request still held, or whose client went away, is not counted).
+    #[serde(default)]
+    pub answered: BTreeMap<String, u64>,
 }
 
 /// A message the bot sent successfully (`sendMessage` answered 200).
