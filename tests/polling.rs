@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use fake_bot_api::Fault;
 use nix::sys::signal::Signal;
 use support::{FakeBotApi, Host, NotifySocket, assert_no_token, random_token};
 
@@ -85,6 +86,42 @@ fn offset_is_committed_on_sigterm_so_a_restart_redelivers_nothing() {
     let repeated: Vec<_> = stats.deliveries.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "updates delivered twice: {repeated:?}");
     assert_eq!(api.sent(id).len(), 21, "each update answered exactly once");
+}
+
+/// G3's closing confirmation is what confirms the last batch when no later poll was read: here the
+/// poll after the batch hangs in the fake before its offset is read (a fault), so until the stop
+/// nothing has confirmed the update; a clean stop must leave it confirmed all the same. (In the test
+/// above a later long poll already carries the offset, so it passes without the closing step.)
+#[test]
+fn a_clean_stop_confirms_a_batch_that_no_later_poll_confirmed() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "closing_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(Some(&notify), &[]);
+    notify.wait_for("READY=1", T);
+    // The bot's long poll is waiting; the next getUpdates to arrive hangs, its offset unread.
+    let polling = api.wait_until(id, |s| s.active_polls == 1, T).unwrap();
+    let polls = |s: &fake_bot_api::Stats| s.calls.get("getUpdates").copied().unwrap_or(0);
+    let polls_before = polls(&polling);
+    api.inject_fault(id, "getUpdates", Fault::Hang, 1);
+    let update = api.inject_message(id, 31, "/ping");
+    api.wait_for_sent(id, |m| m.chat_id == 31, T).unwrap();
+    let hung = api.wait_until(id, |s| polls(s) > polls_before, T).unwrap();
+    assert_eq!(
+        hung.pending_updates, 1,
+        "confirmed before the stop: {hung:?}"
+    );
+
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
+    let after = api.stats(id);
+    assert_eq!(
+        (after.confirmed_offset, after.pending_updates),
+        (update + 1, 0),
+        "the stop did not confirm the last batch"
+    );
 }
 
 #[test]
