@@ -4,7 +4,7 @@
 //! their own holder identity, standing for processes on different hosts.
 //!
 //! Every wait is bounded and says what it waited for; PostgreSQL not installed: each test prints
-//! `SKIPPED: …` and returns (under `CI=true` it fails instead).
+//! `SKIPPED: …` and returns (in CI, `CI=true` or `1`, it fails instead).
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! records, the next one sees; a leader whose epoch is over cannot write, and is told at once; a
 //! takeover reserves the lease for the host that asked; a request reaches only the leader of its epoch.
 //!
-//! PostgreSQL not installed: each test prints `SKIPPED: …` and returns (under `CI=true` it fails instead).
+//! PostgreSQL not installed: each test prints `SKIPPED: …` and returns (in CI, `CI=true` or `1`, it fails instead).
 
 mod support;
 

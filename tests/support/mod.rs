@@ -20,6 +20,34 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)] // not every test binary talks to the fake API
 pub use fake_bot_api::FakeBotApi;
 
+/// "In CI": `CI` is `true` or `1`. The one definition, shared with tests/run-all.sh: in CI no test
+/// may skip for lack of a tool (run-all.sh installs them as root), it fails instead.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test that cannot run on this machine: in CI a failure saying why; otherwise prints
+/// `SKIPPED: <test>: <why>` and appends that line to the file `$CRYPTOBOT_SKIP_LOG` names, from which
+/// tests/run-all.sh counts and lists the skips in its closing lines (nextest hides what a passing
+/// test prints). The caller returns at once after it.
+pub fn skip(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why}; in CI nothing may be skipped");
+    let line = format!("SKIPPED: {test}: {why}");
+    println!("{line}");
+    if let Some(log) = std::env::var_os("CRYPTOBOT_SKIP_LOG") {
+        use std::io::Write;
+        // One short write with O_APPEND: lines of tests running at once do not mix.
+        let appended = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = appended {
+            panic!("{test}: cannot record the skip in CRYPTOBOT_SKIP_LOG: {e}");
+        }
+    }
+}
+
 /// The seed of a randomised test: `$variable` if set, else the clock. Printed, with the way to run the
 /// test again with it.
 pub fn seed(variable: &str) -> u64 {

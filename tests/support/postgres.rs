@@ -8,7 +8,7 @@
 //! temporary directory is handed to that user.
 //!
 //! Not installed: [`TempPostgres::start`] prints `SKIPPED: <test>: PostgreSQL not installed (apt-get
-//! install postgresql)` and returns `None` (the caller returns early), or panics under `CI=true`
+//! install postgresql)` and returns `None` (the caller returns early), or panics in CI (`CI=true` or `1`)
 //! (`tests/run-all.sh` installs it). Dropping the cluster stops it (`pg_ctl stop -m immediate`, else
 //! SIGKILL of the postmaster) and removes the directory, also when the test panicked.
 //!
@@ -41,10 +41,6 @@ const OWNER_FILE: &str = "owner.pid";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// `pg_ctl -t`: how long it waits for the server to start or stop.
 const PG_CTL_WAIT_SECS: &str = "30";
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 /// The directory holding `initdb` and `pg_ctl`: the newest Debian version, else `PATH`.
 fn server_bin_dir() -> Option<PathBuf> {
@@ -80,18 +76,17 @@ pub struct TempPostgres {
 
 impl TempPostgres {
     /// Starts a fresh cluster, or returns `None` (after printing the SKIPPED line) when PostgreSQL is not
-    /// installed; under `CI=true` that is a panic instead. A cluster that cannot start is a panic.
+    /// installed ([`super::skip`]: in CI a panic instead). A cluster that cannot start is a panic.
     pub fn start() -> Option<TempPostgres> {
         let test = std::thread::current()
             .name()
             .unwrap_or("postgres test")
             .to_owned();
         let Some(bin) = server_bin_dir() else {
-            assert!(
-                !under_ci(),
-                "{test}: PostgreSQL is not installed and CI=true requires it: apt-get install postgresql (tests/run-all.sh does, as root)"
+            super::skip(
+                &test,
+                "PostgreSQL not installed (apt-get install postgresql; tests/run-all.sh does, as root)",
             );
-            println!("SKIPPED: {test}: PostgreSQL not installed (apt-get install postgresql)");
             return None;
         };
         match Self::start_with(bin) {
