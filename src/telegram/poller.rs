@@ -84,8 +84,20 @@ impl PollerOptions {
     }
 }
 
-/// Counts conflicts for `on_conflict = "exit"`; a quiet period of twice the longest backoff forgets
-/// them, so only a *persistent* external poller ends the process.
+/// Telegram answers at most one 409 ending a long poll at once per 3 s per bot and holds the others 3 s
+/// (telegram-bot-api's `fail_query_conflict`): two pollers take turns, so each sees a 409 only every
+/// 3–6 s plus its backoffs, and a poll of its own may succeed in between.
+const TELEGRAM_CONFLICT_SPACING: Duration = Duration::from_secs(3);
+
+/// The conflict-free time after which [`ConflictCount`] forgets: twice the longest backoff plus four
+/// times Telegram's spacing of 409s, so that the turns two pollers take never look quiet.
+fn conflict_quiet_period(backoff_max: Duration) -> Duration {
+    backoff_max * 2 + TELEGRAM_CONFLICT_SPACING * 4
+}
+
+/// Counts conflicts for `on_conflict = "exit"`; a quiet period ([`conflict_quiet_period`]) forgets
+/// them, so only a *persistent* external poller ends the process. A successful poll does not: with
+/// Telegram's spacing of 409s the other poller's turn comes after it.
 #[derive(Debug, Default)]
 struct ConflictCount {
     count: u64,
@@ -285,7 +297,9 @@ impl Poller {
                 let n = self.status.conflict();
                 self.status.metrics.conflict("other_poller");
                 let policy = self.options.conflict;
-                let recent = self.conflict_count.record(policy.backoff_max * 2);
+                let recent = self
+                    .conflict_count
+                    .record(conflict_quiet_period(policy.backoff_max));
                 if policy.on_conflict == OnConflict::Exit && recent >= policy.max_conflicts {
                     tracing::error!(
                         bot_id = self.bot_id,

@@ -229,6 +229,10 @@ async fn get_updates(
         match answer {
             Some(PollAnswer::Updates(updates)) => return Ok(updates),
             Some(PollAnswer::Error(error)) => return Err(error),
+            Some(PollAnswer::HeldError(error)) => {
+                tokio::time::sleep(crate::state::CONFLICT_SPACING).await;
+                return Err(error);
+            }
             None => {}
         }
         tokio::select! {

@@ -15,8 +15,12 @@
 //! - `getUpdates`: `offset` confirms everything below it for ever, a negative offset keeps only
 //!   the last `-offset` updates; `limit` 1–100 (default 100) and `timeout` 0–50 s are clamped; a
 //!   long poll answers as soon as an update is queued, else `[]` after `timeout` seconds;
-//!   `allowed_updates` is remembered. A new `getUpdates` while one is pending answers the OLDER
-//!   one 409 "Conflict: terminated by other getUpdates request; …"; while a webhook is set,
+//!   `allowed_updates` is remembered. As telegram-bot-api's `do_get_updates` does, a new
+//!   `getUpdates` that will itself wait (`timeout` > 0 and no update to take) ends the pending one
+//!   with 409 "Conflict: terminated by other getUpdates request; …"; one with updates to take, or
+//!   `timeout=0`, is answered beside it (two pollers then split the updates without a 409). As its
+//!   `fail_query_conflict` does, at most one such 409 (or one from a setWebhook) is answered at once
+//!   every 3 s; the others are held 3 s first. While a webhook is set,
 //!   `getUpdates` answers 409 "Conflict: can't use getUpdates method while webhook is active; …",
 //!   and a setWebhook ends a pending poll with 409 "Conflict: terminated by setWebhook request".
 //!   As telegram-bot-api does, a call repeating the previous call's raw `offset` within 3 s of
@@ -60,8 +64,7 @@
 //! # Simplified on purpose
 //!
 //! Webhooks are delivered one at a time and only to `http://` urls (no TLS); `setWebhook` also
-//! accepts `http://` urls; update ids start at 1 per bot; Telegram's 3 s spacing of repeated 409s
-//! is not reproduced (every superseded poll is answered at once); markup (`parse_mode`) is not parsed, so texts are recorded as sent; the 24-hour
+//! accepts `http://` urls; update ids start at 1 per bot; markup (`parse_mode`) is not parsed, so texts are recorded as sent; the 24-hour
 //! expiry of unconfirmed updates does not exist; any `<digits>:<[A-Za-z0-9_-]+>` token is accepted
 //! by [`FakeBotApi::add_bot`] (real secrets are 35 characters).
 //!

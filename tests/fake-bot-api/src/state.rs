@@ -33,6 +33,9 @@ const FUTURE_OFFSET_SLACK: i64 = 10;
 const REPEATED_OFFSET_MIN_WAIT: Duration = Duration::from_secs(3);
 /// A repeated `getUpdates` offset within this long gets at most one update.
 const REPEATED_OFFSET_ONE_UPDATE: Duration = Duration::from_millis(500);
+/// telegram-bot-api's `fail_query_conflict`: at most one long poll is ended with 409 at once in this
+/// long; any other is held this long first, then answered 409.
+pub(crate) const CONFLICT_SPACING: Duration = Duration::from_secs(3);
 
 /// The parameters of one `getUpdates`, which `start_poll` may adjust as Telegram does.
 #[derive(Debug)]
@@ -49,6 +52,8 @@ pub(crate) struct PollRequest {
 pub(crate) enum PollAnswer {
     Updates(Vec<Queued>),
     Error(ApiError),
+    /// A 409 answered after [`CONFLICT_SPACING`] (another was answered less than that ago).
+    HeldError(ApiError),
 }
 
 /// One queued update as it goes on the wire: a JSON object the fake built (or a test gave as a
@@ -214,6 +219,8 @@ pub(crate) struct BotState {
     /// The newest pending `getUpdates`; an older one still pending is in `superseded`.
     current_poll: Option<u64>,
     superseded: HashSet<u64>,
+    /// Before this instant a 409 ending a long poll is held [`CONFLICT_SPACING`] first.
+    next_conflict_at: Option<Instant>,
     /// The last `allowed_updates` given (Telegram remembers it across calls).
     allowed_updates: Option<Vec<String>>,
     pub(crate) webhook: Option<Webhook>,
@@ -243,6 +250,7 @@ impl BotState {
             previous_poll: None,
             current_poll: None,
             superseded: HashSet::new(),
+            next_conflict_at: None,
             allowed_updates: None,
             webhook: None,
             webhook_generation: 0,
@@ -480,7 +488,13 @@ impl BotState {
         }
         let poll = self.next_poll_id;
         self.next_poll_id += 1;
-        if let Some(older) = self.current_poll.replace(poll) {
+        // telegram-bot-api's do_get_updates: only a request that will itself wait (a timeout, and
+        // nothing to answer now) takes the long poll's place and ends the pending one with 409; one
+        // with updates to take, or timeout 0, is answered at once beside it (two pollers then split
+        // the updates without any 409).
+        let waits =
+            !request.timeout.is_zero() && !self.queue.iter().any(|(_, u)| self.is_allowed(u));
+        if waits && let Some(older) = self.current_poll.replace(poll) {
             self.superseded.insert(older);
         }
         self.stats.active_polls += 1;
@@ -499,14 +513,26 @@ impl BotState {
     ) -> Option<PollAnswer> {
         if self.superseded.remove(&poll) {
             self.stats.conflicts_409 += 1;
-            return Some(PollAnswer::Error(ApiError::conflict_other_poller()));
+            return Some(self.conflict(ApiError::conflict_other_poller()));
         }
         if self.webhook.is_some() {
             self.stats.webhook_conflicts_409 += 1;
-            return Some(PollAnswer::Error(ApiError::conflict_set_webhook()));
+            return Some(self.conflict(ApiError::conflict_set_webhook()));
         }
         let batch = self.take_batch(limit);
         (!batch.is_empty() || give_up).then_some(PollAnswer::Updates(batch))
+    }
+
+    /// A long poll ended with 409 (`fail_query_conflict`): answered at once at most once per
+    /// [`CONFLICT_SPACING`], else held that long first.
+    fn conflict(&mut self, error: ApiError) -> PollAnswer {
+        let now = Instant::now();
+        if self.next_conflict_at.is_none_or(|at| now >= at) {
+            self.next_conflict_at = Some(now + CONFLICT_SPACING);
+            PollAnswer::Error(error)
+        } else {
+            PollAnswer::HeldError(error)
+        }
     }
 
     /// Poll `poll` is over: answered, or its client went away.

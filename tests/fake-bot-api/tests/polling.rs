@@ -191,6 +191,59 @@ fn a_newer_get_updates_answers_the_older_one_409() {
     assert_eq!(update_ids(&body["result"]), [id]);
 }
 
+/// As telegram-bot-api's do_get_updates: only a request that will itself wait ends the pending long
+/// poll. One with timeout=0 is answered beside it, no 409, and the pending poll goes on (and gets the
+/// next update). (So would one with an update to take, but a pending poll takes any update at once.)
+#[test]
+fn a_get_updates_that_does_not_wait_leaves_the_pending_poll_alone() {
+    let api = api_with_bot();
+    let pending = poll_in_background(api.addr(), json!({"timeout": 25}));
+    api.wait_until(BOT_ID, |s| s.active_polls == 1, WAIT)
+        .unwrap();
+    // (Another offset than the pending poll's: a repeated one within 3 s would be made to wait.)
+    assert_eq!(
+        get_updates(&api, json!({"offset": 1, "timeout": 0})),
+        Vec::<i64>::new()
+    );
+    let stats = api.stats(BOT_ID);
+    assert_eq!(
+        (stats.conflicts_409, stats.active_polls),
+        (0, 1),
+        "{stats:?}"
+    );
+    let id = api.inject_message(BOT_ID, 42, "for the pending poll");
+    let (status, body) = pending.recv_timeout(WAIT).expect("pending poll answered");
+    assert_eq!((status, update_ids(&body["result"])), (200, vec![id]));
+}
+
+/// As telegram-bot-api's fail_query_conflict: one 409 ending a long poll is answered at once; the
+/// next within 3 s is held 3 s first.
+#[test]
+fn a_second_409_within_three_seconds_is_held_three_seconds() {
+    let api = api_with_bot();
+    let first = poll_in_background(api.addr(), json!({"timeout": 25}));
+    api.wait_until(BOT_ID, |s| s.active_polls == 1, WAIT)
+        .unwrap();
+    let second = poll_in_background(api.addr(), json!({"timeout": 25}));
+    let (status, _) = first.recv_timeout(WAIT).expect("first 409");
+    assert_eq!(status, 409);
+    api.wait_until(
+        BOT_ID,
+        |s| s.conflicts_409 == 1 && s.active_polls == 1,
+        WAIT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let _third = poll_in_background(api.addr(), json!({"timeout": 25}));
+    let (status, _) = second.recv_timeout(WAIT).expect("second 409");
+    let held = started.elapsed();
+    assert_eq!(status, 409);
+    assert!(
+        held >= Duration::from_millis(2900),
+        "the second 409 came after {held:?}, not held 3 s"
+    );
+}
+
 #[test]
 fn a_single_poller_never_has_two_polls_in_flight() {
     let api = api_with_bot();

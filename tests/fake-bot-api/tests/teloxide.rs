@@ -143,7 +143,8 @@ async fn teloxide_sees_the_typed_errors() {
             api.addr(),
             TOKEN,
             "getUpdates",
-            &json!({"offset": 1, "timeout": 0}),
+            // It will wait (a timeout, nothing to take): only such a call ends the pending one.
+            &json!({"offset": 1, "timeout": 1}),
         )
     });
     assert_eq!(newer.status, 200);
