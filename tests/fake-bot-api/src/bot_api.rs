@@ -320,9 +320,8 @@ fn try_set_webhook(
         drop_pending,
     };
     let set = shared.mutate(|state| {
-        let rate_limits = state.rate_limits;
         let bot = state.bot(bot_id).map_err(internal)?;
-        bot.set_webhook(request, rate_limits, Instant::now())
+        bot.set_webhook(request, Instant::now())
     })?;
     match set {
         WebhookSet::Set { generation } => {

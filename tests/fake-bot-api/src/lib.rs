@@ -34,10 +34,10 @@
 //!   "message is too long" / "chat not found" (a chat nobody wrote from), 403 "Forbidden: bot was
 //!   blocked by the user" (see [`FakeBotApi::block_chat`]), and, when rate limits are on, 429
 //!   "Too Many Requests: retry after N" with `parameters.retry_after` (per chat a burst of 3 then
-//!   1/s, per group 20/min, overall a burst of 30 then 30/s).
+//!   1/s, per group 20/min, overall at most 30 in any sliding second).
 //! - Webhooks: `setWebhook`/`deleteWebhook`/`getWebhookInfo` with `drop_pending_updates`,
 //!   `secret_token`, `max_connections`, `allowed_updates` ("Webhook was set" / "Webhook is
-//!   already set" / "Webhook was deleted"; with rate limits on, one setWebhook per second);
+//!   already set" / "Webhook was deleted"; one setWebhook per second, limits on or off);
 //!   pending updates are POSTed to the url with `X-Telegram-Bot-Api-Secret-Token`, confirmed on
 //!   2xx, retried otherwise. `setMyCommands`/`getMyCommands`/`deleteMyCommands` per scope and
 //!   language.

@@ -1,15 +1,18 @@
-//! Telegram's sending limits as token buckets (Bot FAQ: about 1 message per second in one chat with
-//! short bursts, 20 per minute in one group, about 30 per second overall). Off unless switched on.
+//! Telegram's sending limits (Bot FAQ: about 1 message per second in one chat with short bursts, 20
+//! per minute in one group, about 30 per second overall): token buckets per chat, and overall at most
+//! 30 messages in ANY sliding second (a bucket of 30 with 30/s refill would take 60 in a second).
+//! Off unless switched on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Per private chat: a burst of 3, then 1 message per second.
 const PRIVATE_CHAT: (f64, f64) = (3.0, 1.0);
 /// Per group: a burst of 20, then 20 messages per minute.
 const GROUP_CHAT: (f64, f64) = (20.0, 20.0 / 60.0);
-/// Per bot, all chats together: a burst of 30, then 30 messages per second.
-const OVERALL: (f64, f64) = (30.0, 30.0);
+/// Per bot, all chats together: at most this many messages in any sliding window of [`WINDOW`].
+const OVERALL: usize = 30;
+const WINDOW: Duration = Duration::from_secs(1);
 
 /// A token bucket: holds up to `capacity` tokens, refilled at `rate` tokens per second.
 #[derive(Debug, Clone)]
@@ -46,18 +49,35 @@ impl TokenBucket {
     }
 }
 
-/// The limits of one bot: one bucket per chat plus the overall bucket.
+/// The limits of one bot: one bucket per chat plus the overall sliding window.
 #[derive(Debug, Clone)]
 pub(crate) struct SendLimits {
-    overall: TokenBucket,
+    /// When the messages of the last [`WINDOW`] were accepted, oldest first (at most [`OVERALL`]).
+    overall: VecDeque<Instant>,
     chats: HashMap<i64, TokenBucket>,
 }
 
 impl SendLimits {
     pub(crate) fn new() -> Self {
         Self {
-            overall: TokenBucket::full(OVERALL, Instant::now()),
+            overall: VecDeque::with_capacity(OVERALL),
             chats: HashMap::new(),
+        }
+    }
+
+    /// How long until one more message fits in the sliding window (zero when it does now).
+    fn overall_wait(&mut self, now: Instant) -> Duration {
+        while self
+            .overall
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
+            self.overall.pop_front();
+        }
+        if self.overall.len() < OVERALL {
+            Duration::ZERO
+        } else {
+            (self.overall[0] + WINDOW).saturating_duration_since(now)
         }
     }
 
@@ -74,11 +94,13 @@ impl SendLimits {
             .entry(chat_id)
             .or_insert_with(|| TokenBucket::full(shape, now));
         chat.refill(now);
-        self.overall.refill(now);
-        let wait = chat.wait().max(self.overall.wait());
+        let chat_wait = chat.wait();
+        let wait = chat_wait.max(self.overall_wait(now));
         if wait.is_zero() {
-            chat.tokens -= 1.0;
-            self.overall.tokens -= 1.0;
+            if let Some(chat) = self.chats.get_mut(&chat_id) {
+                chat.tokens -= 1.0;
+            }
+            self.overall.push_back(now);
             Ok(())
         } else {
             let seconds = wait.as_secs_f64().ceil().max(1.0);
@@ -116,15 +138,30 @@ mod tests {
     }
 
     #[test]
-    fn overall_limit_is_thirty_per_second() {
+    fn overall_limit_is_thirty_in_any_sliding_second() {
         let start = Instant::now();
         let mut limits = SendLimits::new();
-        for chat in 0..30 {
-            assert_eq!(limits.try_send(chat + 1, start), Ok(()));
+        // 30 spread over the first 0.9 s, one chat each.
+        for chat in 0..30u64 {
+            let at = start + Duration::from_millis(chat * 30);
+            assert_eq!(limits.try_send(chat as i64 + 1, at), Ok(()));
         }
-        assert_eq!(limits.try_send(100, start), Err(1));
+        // A bucket of 30 refilled at 30/s would take these: the window does not.
         assert_eq!(
-            limits.try_send(100, start + Duration::from_millis(40)),
+            limits.try_send(100, start + Duration::from_millis(950)),
+            Err(1)
+        );
+        // The first left the window at 1.0 s, the second at 1.03 s.
+        assert_eq!(
+            limits.try_send(100, start + Duration::from_millis(1000)),
+            Ok(())
+        );
+        assert_eq!(
+            limits.try_send(101, start + Duration::from_millis(1010)),
+            Err(1)
+        );
+        assert_eq!(
+            limits.try_send(101, start + Duration::from_millis(1030)),
             Ok(())
         );
     }

@@ -44,19 +44,18 @@ pub(crate) enum WebhookSet {
 }
 
 impl BotState {
-    /// `setWebhook` with a non-empty url. Like Telegram: at most one per second (when the rate
-    /// limits are on: 429 "retry after 1"), "Webhook is already set" when nothing changes, and a
-    /// pending long poll is ended with 409 "Conflict: terminated by setWebhook request".
+    /// `setWebhook` with a non-empty url. Like Telegram: at most one per second, whether or not
+    /// the send limits are on (else 429 "retry after 1"), "Webhook is already set" when nothing
+    /// changes, and a pending long poll is ended with 409 "Conflict: terminated by setWebhook
+    /// request".
     pub(crate) fn set_webhook(
         &mut self,
         request: SetWebhook,
-        rate_limits: bool,
         now: Instant,
     ) -> Result<WebhookSet, ApiError> {
-        if rate_limits
-            && self
-                .last_set_webhook
-                .is_some_and(|at| now.saturating_duration_since(at) < SET_WEBHOOK_INTERVAL)
+        if self
+            .last_set_webhook
+            .is_some_and(|at| now.saturating_duration_since(at) < SET_WEBHOOK_INTERVAL)
         {
             self.stats.rate_limited_429 += 1;
             return Err(ApiError::too_many_requests(1));
