@@ -59,6 +59,18 @@ fn now_ms() -> i64 {
     unix_now().as_millis() as i64
 }
 
+/// `<head> (?, ?, …)`: a statement that ends in the `IN` list of `ids` (at most [`DONE_CHUNK`]).
+fn with_id_list(head: &'static str, ids: &[i64]) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
+    let mut query = sqlx::QueryBuilder::new(head);
+    query.push(" (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    list.push_unseparated(")");
+    query
+}
+
 /// A message waiting in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxMessage {
@@ -227,13 +239,11 @@ impl SqliteStore {
         let now = now_ms();
         let seqs: Vec<i64> = handled.iter().filter_map(|h| h.inbox_seq).collect();
         for chunk in seqs.chunks(DONE_CHUNK) {
-            let mut delete = sqlx::QueryBuilder::new("DELETE FROM inbox WHERE seq IN (");
-            let mut list = delete.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
-            list.push_unseparated(")");
-            delete.build().persistent(false).execute(&mut *tx).await?;
+            with_id_list("DELETE FROM inbox WHERE seq IN", chunk)
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
         }
         // One INSERT inserts its rows in the order of its VALUES: the replies get ids in the order
         // they were given, which is the order the outbound queue sends them in.
@@ -441,15 +451,7 @@ impl SqliteStore {
 
     /// Telegram accepted (or definitively refused) these messages: deleted in one transaction.
     pub async fn outbox_done_many(&self, ids: &[i64]) -> std::result::Result<(), sqlx::Error> {
-        fn delete(chunk: &[i64]) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
-            let mut delete = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
-            let mut list = delete.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            list.push_unseparated(")");
-            delete
-        }
+        let delete = |chunk: &[i64]| with_id_list("DELETE FROM outbox WHERE id IN", chunk);
         match ids.len() {
             0 => Ok(()),
             // One statement is a transaction of its own: one round trip to sqlx's thread, not three.
@@ -657,13 +659,11 @@ impl SqliteStore {
     pub async fn rearm_alerts(&self, ids: &[i64]) -> std::result::Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for chunk in ids.chunks(DONE_CHUNK) {
-            let mut update = sqlx::QueryBuilder::new("UPDATE alerts SET armed = 1 WHERE id IN (");
-            let mut list = update.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            list.push_unseparated(")");
-            update.build().persistent(false).execute(&mut *tx).await?;
+            with_id_list("UPDATE alerts SET armed = 1 WHERE id IN", chunk)
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
