@@ -45,21 +45,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "inbox", include_str!("migrations/sqlite/0006_inbox.sql")),
 ];
 
-/// Ids per `DELETE` of [`SqliteStore::outbox_done_many`], far under SQLite's limit on bound
-/// parameters (32,766). Statements built for a number of ids are not kept prepared
-/// (`persistent(false)`): one per length would fill sqlx's statement cache (100 per connection)
-/// with programs of up to thousands of parameters that are seldom used again.
-const DONE_CHUNK: usize = 500;
-/// Alerts fired per statement: 4 parameters each in the outbox's INSERT.
-const FIRE_CHUNK: usize = 500;
-/// Rows per multi-row INSERT (at most 5 parameters a row).
-const ROWS_CHUNK: usize = 500;
+/// Ids in one `IN (…)` list, or rows in one multi-row statement (at most 5 parameters a row): far
+/// under SQLite's limit on bound parameters (32,766). Statements built for a number of ids or rows
+/// are not kept prepared (`persistent(false)`): one per length would fill sqlx's statement cache
+/// (100 per connection) with programs of up to thousands of parameters that are seldom used again.
+const CHUNK: usize = 500;
 
 fn now_ms() -> i64 {
     unix_now().as_millis() as i64
 }
 
-/// `<head> (?, ?, …)`: a statement that ends in the `IN` list of `ids` (at most [`DONE_CHUNK`]).
+/// `<head> (?, ?, …)`: a statement that ends in the `IN` list of `ids` (at most [`CHUNK`]).
 fn with_id_list(head: &'static str, ids: &[i64]) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
     let mut query = sqlx::QueryBuilder::new(head);
     query.push(" (");
@@ -238,7 +234,7 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let seqs: Vec<i64> = handled.iter().filter_map(|h| h.inbox_seq).collect();
-        for chunk in seqs.chunks(DONE_CHUNK) {
+        for chunk in seqs.chunks(CHUNK) {
             with_id_list("DELETE FROM inbox WHERE seq IN", chunk)
                 .build()
                 .persistent(false)
@@ -248,7 +244,7 @@ impl SqliteStore {
         // One INSERT inserts its rows in the order of its VALUES: the replies get ids in the order
         // they were given, which is the order the outbound queue sends them in.
         let replies: Vec<&(i64, String)> = handled.iter().flat_map(|h| &h.replies).collect();
-        for chunk in replies.chunks(ROWS_CHUNK) {
+        for chunk in replies.chunks(CHUNK) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) ",
             );
@@ -263,7 +259,7 @@ impl SqliteStore {
         // REPLACE: an id seen before with another fingerprint (a reset sequence) takes the new one
         // (rows are replaced in VALUES order, as one statement per update did).
         let mut prune = false;
-        for chunk in handled.chunks(ROWS_CHUNK) {
+        for chunk in handled.chunks(CHUNK) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO handled_updates (bot_id, update_id, fingerprint, handled_at_ms) ",
             );
@@ -307,7 +303,7 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let mut seqs = Vec::with_capacity(updates.len());
-        for chunk in updates.chunks(ROWS_CHUNK) {
+        for chunk in updates.chunks(CHUNK) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO inbox (bot_id, update_id, fingerprint, body, received_at_ms) ",
             );
@@ -455,7 +451,7 @@ impl SqliteStore {
         match ids.len() {
             0 => Ok(()),
             // One statement is a transaction of its own: one round trip to sqlx's thread, not three.
-            1..=DONE_CHUNK => delete(ids)
+            1..=CHUNK => delete(ids)
                 .build()
                 .persistent(false)
                 .execute(&self.pool)
@@ -463,8 +459,8 @@ impl SqliteStore {
                 .map(drop),
             _ => {
                 let mut tx = self.pool.begin().await?;
-                // One statement per DONE_CHUNK ids, under SQLite's limit on bound parameters.
-                for chunk in ids.chunks(DONE_CHUNK) {
+                // One statement per CHUNK ids, under SQLite's limit on bound parameters.
+                for chunk in ids.chunks(CHUNK) {
                     delete(chunk)
                         .build()
                         .persistent(false)
@@ -610,8 +606,8 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let mut fired = Vec::new();
-        // Statements of FIRE_CHUNK alerts, under SQLite's limit on bound parameters.
-        for chunk in firings.chunks(FIRE_CHUNK) {
+        // Statements of CHUNK alerts, under SQLite's limit on bound parameters.
+        for chunk in firings.chunks(CHUNK) {
             let mut update = sqlx::QueryBuilder::new(
                 "UPDATE alerts SET armed = 0, fired_count = fired_count + 1, last_fired_at_ms = ",
             );
@@ -658,7 +654,7 @@ impl SqliteStore {
     /// Re-arms these alerts (the price is back on the other side of their thresholds).
     pub async fn rearm_alerts(&self, ids: &[i64]) -> std::result::Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for chunk in ids.chunks(DONE_CHUNK) {
+        for chunk in ids.chunks(CHUNK) {
             with_id_list("UPDATE alerts SET armed = 1 WHERE id IN", chunk)
                 .build()
                 .persistent(false)
@@ -721,7 +717,7 @@ mod tests {
     async fn alerts_fire_in_a_batch_once_each_with_their_messages_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let n = FIRE_CHUNK as i64 + 7;
+        let n = CHUNK as i64 + 7;
         let mut firings = Vec::new();
         for chat in 1..=n {
             let alert = NewAlert {
@@ -826,7 +822,7 @@ mod tests {
     async fn a_group_of_more_than_one_statement_is_recorded_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let n = ROWS_CHUNK as i64 * 2 + 3;
+        let n = CHUNK as i64 * 2 + 3;
         // Ids not in arrival order: arrival order is the inbox's, not the ids'.
         let arrived: Vec<InboxUpdate> = (0..n)
             .map(|i| InboxUpdate {

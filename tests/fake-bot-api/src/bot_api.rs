@@ -63,7 +63,6 @@ async fn answer_call(
     parts: axum::http::request::Parts,
     body: axum::body::Body,
 ) -> Response {
-    let shared = Arc::clone(shared);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return error_response(&ApiError::new(413, "Request Entity Too Large"));
     };
@@ -89,19 +88,19 @@ async fn answer_call(
             Ok(crate::objects::me(bot.id, &bot.username))
         }),
         "getUpdates" => {
-            return match get_updates(&shared, bot_id, &params).await {
+            return match get_updates(shared, bot_id, &params).await {
                 Ok(updates) => updates_response(&updates),
                 Err(error) => error_response(&error),
             };
         }
-        "sendMessage" => send_message(&shared, bot_id, &params),
-        "setWebhook" => return set_webhook(&shared, bot_id, &params),
-        "deleteWebhook" => return delete_webhook(&shared, bot_id, &params),
+        "sendMessage" => send_message(shared, bot_id, &params),
+        "setWebhook" => return set_webhook(shared, bot_id, &params),
+        "deleteWebhook" => return delete_webhook(shared, bot_id, &params),
         "getWebhookInfo" => {
             shared.with(|state| Ok(state.bot(bot_id).map_err(internal)?.webhook_info()))
         }
         "setMyCommands" | "getMyCommands" | "deleteMyCommands" => {
-            commands(&shared, bot_id, method, &params)
+            commands(shared, bot_id, method, &params)
         }
         _ => Err(ApiError::new(404, "Not Found")),
     };
