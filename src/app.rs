@@ -467,13 +467,7 @@ async fn serve_until_stopped(
         let period = watchdog_timeout.map_or(Duration::from_secs(1), |wd| {
             (wd / 4).min(Duration::from_secs(1))
         });
-        crate::webhook::keep_alive(
-            dispatcher.clone(),
-            Arc::clone(&liveness),
-            period,
-            cancel.clone(),
-        )
-        .await;
+        crate::webhook::keep_alive(Arc::clone(&liveness), period, cancel.clone()).await;
         // The stop: handlers in progress finish (bounded); the rest stays in the inbox.
         dispatcher
             .drain(crate::telegram::poller::DRAIN_BUDGET)

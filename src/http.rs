@@ -47,15 +47,15 @@ pub struct HttpState {
 }
 
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.liveness.is_alive(state.window) {
-        let body = serde_json::json!({"status": "ok", "state": state.status.status_line()});
-        (StatusCode::OK, axum::Json(body))
-    } else {
-        let body = serde_json::json!({
-            "status": "unhealthy",
-            "reason": format!("the update loop made no progress for more than {} s", state.window.as_secs()),
-        });
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+    match state.liveness.check(state.window) {
+        Ok(()) => {
+            let body = serde_json::json!({"status": "ok", "state": state.status.status_line()});
+            (StatusCode::OK, axum::Json(body))
+        }
+        Err(stall) => {
+            let body = serde_json::json!({"status": "unhealthy", "reason": stall.to_string()});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 //! - [`store`]: the SQLite state (last handled update), [`shutdown`]: signals and ordered closing,
 //!   [`reload`]: SIGHUP, [`live_status`]: what the running instance reports about itself.
 //! - [`exit`]: the sysexits-style exit codes, documented in README.md.
+//! - `fault` (debug builds only): the fault points the tests switch on, for bugs no bounded call makes.
 //!
 //! Linux only: the guard relies on `flock(2)`, `/proc/locks` and `/proc/<pid>/cgroup`.
 
@@ -31,6 +32,8 @@ pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod exit;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod http;
 pub mod instance;
 pub mod live_status;

@@ -3,10 +3,10 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{FakeBotApi, Host, NotifySocket, random_token};
+use support::{FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -169,6 +169,78 @@ fn a_telegram_outage_is_not_a_hang_the_watchdog_keeps_being_fed() {
     assert!(
         bot.child.try_wait().unwrap().is_none(),
         "the outage ended the bot"
+    );
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
+
+/// G5 when only the handlers stall: a handler that never returns (a fault point of debug builds,
+/// `CRYPTOBOT_FAULT_HANG_ON`: every call the product makes is bounded, so no real input can do it)
+/// while the update loop goes on polling. Once the update has waited 30 s with nothing finished,
+/// WATCHDOG=1 stops and `/healthz` turns 503 naming the handlers, while the process lives and keeps
+/// polling: systemd, not the bot, decides to restart it.
+#[test]
+fn a_handler_that_never_returns_stops_the_watchdog_while_the_process_lives() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "stuck_bot");
+    let host = Host::new(&token, &api.url());
+    let notify = NotifySocket::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut bot = host.spawn_run(
+        Some(&notify),
+        &[
+            ("WATCHDOG_USEC", "4000000"),
+            ("CRYPTOBOT_POLL_TIMEOUT", "1"),
+            ("CRYPTOBOT_LISTEN", &addr),
+            ("CRYPTOBOT_FAULT_HANG_ON", "/hang"),
+        ],
+    );
+    notify.wait_for("READY=1", T);
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let hung_at = Instant::now();
+    api.inject_message(id, 5, "/hang");
+
+    // Bounded: the stall limit (30 s) and some room.
+    let limit = Duration::from_secs(45);
+    let (unhealthy_at, body) = loop {
+        let (status, body) = http_get(&addr, "/healthz");
+        if status == 503 {
+            break (Instant::now(), body);
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            hung_at.elapsed() < limit,
+            "/healthz still 200 {limit:?} after a handler hung"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("handlers"), "{body}");
+    let polls_at_stall = api.stats(id).calls["getUpdates"];
+    let seen = notify.collect_for(Duration::from_secs(6));
+    let pings: Vec<Instant> = seen
+        .iter()
+        .filter(|n| n.text.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|n| n.at)
+        .collect();
+    let last_ping = *pings.last().expect("no WATCHDOG=1 at all");
+    assert!(
+        last_ping >= hung_at + Duration::from_secs(25),
+        "WATCHDOG=1 stopped {:?} after the hang, before the 30 s stall limit",
+        last_ping - hung_at
+    );
+    assert!(
+        last_ping <= unhealthy_at + Duration::from_millis(200),
+        "WATCHDOG=1 {:?} after /healthz turned 503",
+        last_ping - unhealthy_at
+    );
+    assert!(
+        bot.child.try_wait().unwrap().is_none(),
+        "the bot exited; the watchdog (systemd) is the one to restart it"
+    );
+    assert!(
+        api.stats(id).calls["getUpdates"] > polls_at_stall,
+        "the update loop stopped polling: only the handler was meant to hang"
     );
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0));

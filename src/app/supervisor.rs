@@ -1,6 +1,6 @@
 //! The supervisor of `cryptobot run`: STATUS= and the status file kept current, and WATCHDOG=1 sent
-//! only while the update loop's `Liveness` says it makes progress (G5): a hung loop starves the
-//! watchdog, so systemd restarts the service.
+//! only while the update loop's `Liveness` says it and its handlers make progress (G5): a hung loop or
+//! a handler that never returns starves the watchdog, so systemd restarts the service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,15 +41,18 @@ pub(super) async fn supervise(
         notifier.status(&status.status_line());
         write_status(&file, &status);
         if let Some(wd) = watchdog_timeout {
-            if liveness.is_alive(wd) {
-                notifier.watchdog();
-                starved = false;
-            } else if !starved {
-                starved = true;
-                tracing::error!(
-                    "the update loop made no progress for {} s: withholding WATCHDOG=1 so systemd restarts the service",
-                    wd.as_secs()
-                );
+            match liveness.check(wd) {
+                Ok(()) => {
+                    notifier.watchdog();
+                    starved = false;
+                }
+                Err(stall) if !starved => {
+                    starved = true;
+                    tracing::error!(
+                        "{stall}: withholding WATCHDOG=1 so systemd restarts the service"
+                    );
+                }
+                Err(_) => {}
             }
         }
     }

@@ -162,7 +162,6 @@ struct Queues {
     waiting: HashMap<i64, i64>,
     /// The chats with a worker, and the updates waiting for it.
     chats: HashMap<i64, VecDeque<Item>>,
-    last_progress: Option<Instant>,
 }
 
 struct Shared {
@@ -373,6 +372,7 @@ impl Dispatcher {
                 queues
                     .waiting
                     .insert(item.handled.id, item.handled.fingerprint);
+                self.shared.liveness.work_arrived();
                 let key = order_key(&item.update);
                 match queues.chats.get_mut(&key) {
                     Some(queue) => queue.push_back(item),
@@ -453,13 +453,6 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// True when nothing waits, or the last update was recorded less than `within` ago: the
-    /// handlers are making progress (for the watchdog: a stuck store or runtime stops it).
-    pub fn is_progressing(&self, within: Duration) -> bool {
-        let queues = self.queues();
-        queues.waiting.is_empty() || queues.last_progress.is_some_and(|t| t.elapsed() < within)
     }
 }
 
@@ -542,7 +535,8 @@ async fn handle(shared: &Shared, item: Item) -> bool {
         if queues.waiting.get(&item.handled.id) == Some(&item.handled.fingerprint) {
             queues.waiting.remove(&item.handled.id);
         }
-        queues.last_progress = Some(Instant::now());
+        // G5: the watchdog's record of the handlers' progress, under the lock that orders it.
+        shared.liveness.work_done(!queues.waiting.is_empty());
     }
     shared.progress.notify_waiters();
     if has_replies {

@@ -90,6 +90,10 @@ impl<P: PriceSource> Service<P> {
             self.skip_unreadable(update.id.0, raw);
             return Vec::new();
         }
+        #[cfg(debug_assertions)]
+        if crate::fault::hangs(update) {
+            std::future::pending::<()>().await;
+        }
         let settings = self.settings();
         let Some((chat, sender, request)) = commands::parse_update(
             update,

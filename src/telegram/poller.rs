@@ -50,10 +50,6 @@ pub const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 /// The shortest interval between two polls that came back empty.
 pub const EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The handlers count as stuck (no beat for the watchdog) when updates wait and none was recorded for
-/// this long: every handler's own calls are bounded far below it.
-const HANDLER_STALL: Duration = Duration::from_secs(30);
-
 /// With a PostgreSQL lease, a long poll ends at least this long before the lease window closes: room for
 /// the request to reach Telegram (100–300 ms from a VPS) and for its answer to come back. Telegram
 /// ends a long poll after its `timeout` whatever our side does, so the client's own deadline slack
@@ -192,10 +188,10 @@ impl Poller {
                 () = cancel.cancelled() => break,
                 result = self.client.get_updates(offset, timeout, BATCH_LIMIT) => result,
             };
-            // A beat says the loop goes round AND the handlers behind it make progress (G5).
-            if self.dispatcher.is_progressing(HANDLER_STALL) {
-                self.liveness.beat();
-            }
+            // A beat says the loop goes round; the handlers behind it report their own progress to
+            // the same `Liveness` (the dispatcher), so a stuck handler stops the pings however the
+            // loop beats (G5).
+            self.liveness.beat();
             let metrics = &self.status.metrics;
             metrics
                 .long_poll_seconds
