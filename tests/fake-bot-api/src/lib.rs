@@ -96,6 +96,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use state::UPDATE_LIFETIME;
+pub use state::webhooks::WEBHOOK_MAX_RETRY_DELAY;
 pub use types::{Fault, METHODS, SentMessage, Stats};
 
 use server::Server;
@@ -306,6 +308,13 @@ impl FakeBotApi {
     /// when a bot moves to another Bot API server. Updates still queued keep their ids.
     pub fn set_next_update_id(&self, bot_id: i64, next: i64) {
         self.on_bot(bot_id, |bot| bot.set_next_update_id(next));
+    }
+
+    /// How long an update of this bot waits to be confirmed before it is dropped, for the updates
+    /// queued from now on (Telegram: a day, [`UPDATE_LIFETIME`]). A webhook gives an update
+    /// up once its next attempt would come after that.
+    pub fn set_update_lifetime(&self, bot_id: i64, lifetime: Duration) {
+        self.on_bot(bot_id, |bot| bot.update_lifetime = lifetime);
     }
 
     /// Makes `sendMessage` to `chat_id` answer 403 "Forbidden: bot was blocked by the user"

@@ -16,7 +16,7 @@ use crate::objects;
 use crate::ratelimit::SendLimits;
 use crate::types::{Fault, SentMessage, Stats};
 
-mod webhooks;
+pub(crate) mod webhooks;
 
 pub(crate) use webhooks::{SetWebhook, Webhook, WebhookSet};
 
@@ -192,13 +192,29 @@ pub(crate) fn bot_id_of_token(token: &str) -> Result<i64, String> {
     }
 }
 
+/// How long an update waits for its confirmation before Telegram drops it: a day (telegram-bot-api
+/// queues a message update with `message date + 86400 - now` left).
+pub const UPDATE_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// An update waiting to be confirmed.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) id: i64,
+    pub(crate) update: Queued,
+    pub(crate) expires_at: Instant,
+    /// Failed webhook deliveries of it so far (they space the next attempt).
+    pub(crate) webhook_fails: u32,
+}
+
 /// One bot: what it has been sent, what it sent, and how it behaved.
 #[derive(Debug)]
 pub(crate) struct BotState {
     pub(crate) id: i64,
     pub(crate) username: String,
     token: String,
-    queue: VecDeque<(i64, Queued)>,
+    queue: VecDeque<Pending>,
+    /// How long an update waits to be confirmed before Telegram drops it (a day).
+    pub(crate) update_lifetime: Duration,
     next_update_id: i64,
     stats: Stats,
     pub(crate) sent: Vec<SentMessage>,
@@ -236,6 +252,7 @@ impl BotState {
             username: String::new(),
             token: token.to_owned(),
             queue: VecDeque::new(),
+            update_lifetime: UPDATE_LIFETIME,
             next_update_id: 1,
             stats: Stats::default(),
             sent: Vec::new(),
@@ -260,8 +277,9 @@ impl BotState {
     }
 
     pub(crate) fn stats(&self) -> Stats {
+        let now = Instant::now();
         Stats {
-            pending_updates: self.queue.len(),
+            pending_updates: self.queue.iter().filter(|p| p.expires_at > now).count(),
             ..self.stats.clone()
         }
     }
@@ -352,7 +370,7 @@ impl BotState {
         for chat in chats {
             self.chats.entry(chat).or_insert(0);
         }
-        self.queue.push_back((id, Queued::Json(update)));
+        self.enqueue(id, Queued::Json(update));
         id
     }
 
@@ -383,8 +401,26 @@ impl BotState {
                 self.chats.entry(chat).or_insert(0);
             }
         }
-        self.queue.push_back((id, Queued::Raw { text, kind }));
+        self.enqueue(id, Queued::Raw { text, kind });
         Ok(id)
+    }
+
+    fn enqueue(&mut self, id: i64, update: Queued) {
+        let expires_at = Instant::now() + self.update_lifetime;
+        self.queue.push_back(Pending {
+            id,
+            update,
+            expires_at,
+            webhook_fails: 0,
+        });
+    }
+
+    /// Drops the updates that waited past their lifetime, as Telegram's update queue (TQueue) does:
+    /// neither getUpdates nor the webhook hands them out any more.
+    pub(crate) fn drop_expired(&mut self, now: Instant) {
+        let before = self.queue.len();
+        self.queue.retain(|p| p.expires_at > now);
+        self.stats.expired_updates += (before - self.queue.len()) as u64;
     }
 
     fn next_message_id(&mut self, chat_id: i64) -> i64 {
@@ -406,14 +442,14 @@ impl BotState {
             let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
             let drop = self.queue.len().saturating_sub(keep);
             match self.queue.get(drop) {
-                Some((id, _)) => *id,
+                Some(p) => p.id,
                 None => self.next_update_id,
             }
         } else {
             offset
         };
         let before = self.queue.len();
-        self.queue.retain(|(id, _)| *id >= keep_from);
+        self.queue.retain(|p| p.id >= keep_from);
         if offset > 0 || self.queue.len() < before {
             self.stats.confirmed_offset = self.stats.confirmed_offset.max(keep_from);
         }
@@ -436,12 +472,14 @@ impl BotState {
     /// Up to `limit` unconfirmed updates, oldest first, counted in `deliveries`. Updates of a kind
     /// the bot did not ask for are dropped, as Telegram never stores them.
     fn take_batch(&mut self, limit: usize) -> Vec<Queued> {
-        let queue = std::mem::take(&mut self.queue);
-        self.queue = queue
-            .into_iter()
-            .filter(|(_, u)| self.is_allowed(u))
+        self.drop_expired(Instant::now());
+        self.drop_unwanted();
+        let batch: Vec<(i64, Queued)> = self
+            .queue
+            .iter()
+            .take(limit)
+            .map(|p| (p.id, p.update.clone()))
             .collect();
-        let batch: Vec<(i64, Queued)> = self.queue.iter().take(limit).cloned().collect();
         batch
             .into_iter()
             .map(|(id, update)| {
@@ -449,6 +487,15 @@ impl BotState {
                 update
             })
             .collect()
+    }
+
+    /// Drops the updates of a kind the bot did not ask for, as Telegram never stores them.
+    fn drop_unwanted(&mut self) {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue = queue
+            .into_iter()
+            .filter(|p| self.is_allowed(&p.update))
+            .collect();
     }
 
     /// A `getUpdates` arrives: adjust it as Telegram does, confirm its offset and make it the
@@ -493,7 +540,7 @@ impl BotState {
         // with updates to take, or timeout 0, is answered at once beside it (two pollers then split
         // the updates without any 409).
         let waits =
-            !request.timeout.is_zero() && !self.queue.iter().any(|(_, u)| self.is_allowed(u));
+            !request.timeout.is_zero() && !self.queue.iter().any(|p| self.is_allowed(&p.update));
         if waits && let Some(older) = self.current_poll.replace(poll) {
             self.superseded.insert(older);
         }

@@ -30,6 +30,10 @@ pub struct Stats {
     pub max_concurrent_polls: u32,
     /// Every `sendMessage` request with this bot's token, faulted and refused ones included.
     pub send_message_calls: u64,
+    /// Updates dropped unconfirmed because they waited past their lifetime (a day, or
+    /// `set_update_lifetime`): for a webhook, once the next attempt would come after it.
+    #[serde(default)]
+    pub expired_updates: u64,
     /// `getUpdates` calls whose offset was "in the future" (more than 10 beyond the next update
     /// id): they confirmed nothing and were answered from the head of the queue.
     #[serde(default)]

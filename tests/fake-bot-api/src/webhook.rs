@@ -1,11 +1,12 @@
 //! Webhook delivery: while a webhook is set, POSTs each pending update, oldest first and one at a
 //! time, as a JSON body to its url, with `X-Telegram-Bot-Api-Secret-Token` when a secret was set.
 //! A 2xx answer confirms the update; anything else (or no answer) is recorded for getWebhookInfo
-//! and the same update is retried with a growing delay. Only `http://` urls can be reached (the
-//! fake has no TLS client); an `https://` webhook just records the error and keeps retrying.
+//! and the same update is retried as Telegram does (`BotState::webhook_result`: at once, then 2 s
+//! doubling to 60 s, dropped once its day is over). Only `http://` urls can be reached (the fake has
+//! no TLS client); an `https://` webhook just records the error and keeps retrying.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, header};
@@ -17,15 +18,11 @@ use crate::state::Queued;
 
 /// How long one delivery may take, connection included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first retry delay after a failed delivery; doubles up to `MAX_RETRY_DELAY`.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// The delivery task of the webhook set with `generation`; ends when that webhook is deleted or
 /// replaced (or when the server stops and drops it).
 pub(crate) async fn deliver(shared: Arc<Shared>, bot_id: i64, generation: u64) {
     let mut changes = shared.subscribe();
-    let mut retry_delay = FIRST_RETRY_DELAY;
     loop {
         changes.borrow_and_update();
         let next = shared.with(|state| {
@@ -48,18 +45,12 @@ pub(crate) async fn deliver(shared: Arc<Shared>, bot_id: i64, generation: u64) {
                 Ok(result) => result,
                 Err(_) => Err("Read timeout expired".to_owned()),
             };
-        let delivered = matches!(result, Ok(status) if (200..300).contains(&status));
-        shared.mutate(|state| {
-            if let Ok(bot) = state.bot(bot_id) {
-                bot.webhook_result(generation, update_id, result);
-            }
+        let retry_in = shared.mutate(|state| match state.bot(bot_id) {
+            Ok(bot) => bot.webhook_result(generation, update_id, result, Instant::now()),
+            Err(_) => Duration::ZERO,
         });
-        if delivered {
-            retry_delay = FIRST_RETRY_DELAY;
-        } else {
-            tokio::time::sleep(retry_delay).await;
-            retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
-        }
+        // A webhook deleted or replaced meanwhile: the next round returns.
+        tokio::time::sleep(retry_in).await;
     }
 }
 

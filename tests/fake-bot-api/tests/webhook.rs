@@ -200,3 +200,65 @@ fn set_webhook_is_limited_to_one_per_second_with_or_without_the_send_limits() {
     assert_eq!(response.status, 429);
     assert_eq!(response.json()["parameters"]["retry_after"], 1);
 }
+
+/// Telegram's schedule (telegram-bot-api, `WebhookActor::on_update_error`): a refused update is
+/// tried again at once, then after 2 s, 4 s, ... up to 60 s, and given up when the next attempt
+/// would come after the update's lifetime (a day; 5 s here).
+#[test]
+fn a_refused_update_is_retried_on_telegrams_schedule_and_dropped_when_its_day_is_over() {
+    let api = FakeBotApi::start();
+    api.add_bot(TOKEN, "hook_bot");
+    api.set_update_lifetime(BOT_ID, Duration::from_secs(5));
+    let (hook, deliveries) = webhook_receiver(vec![500, 500, 500, 500]);
+    result(
+        api.addr(),
+        TOKEN,
+        "setWebhook",
+        &json!({"url": format!("http://{hook}/")}),
+    );
+    let id = api.inject_message(BOT_ID, 42, "/ping");
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        let delivery = deliveries.recv_timeout(WAIT).expect("no retry");
+        assert_eq!(delivery.body["update_id"], id);
+        at.push(Instant::now());
+    }
+    assert!(
+        at[1] - at[0] < Duration::from_secs(1),
+        "the first retry waited {:?}",
+        at[1] - at[0]
+    );
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(1900),
+        "the second retry came after {:?}, not 2 s",
+        at[2] - at[1]
+    );
+    // The next attempt would be 4 s later, past the 5 s lifetime: given up.
+    let stats = api
+        .wait_until(BOT_ID, |s| s.expired_updates == 1, WAIT)
+        .expect("the update was not given up");
+    assert_eq!(stats.pending_updates, 0);
+    assert!(
+        deliveries.recv_timeout(Duration::from_secs(5)).is_err(),
+        "an update given up was delivered again"
+    );
+}
+
+#[test]
+fn an_update_nobody_fetched_within_its_lifetime_is_dropped_for_get_updates_too() {
+    let api = FakeBotApi::start();
+    api.add_bot(TOKEN, "poll_bot");
+    api.set_update_lifetime(BOT_ID, Duration::from_millis(300));
+    let old = api.inject_message(BOT_ID, 42, "old");
+    api.wait_until(BOT_ID, |s| s.pending_updates == 0, WAIT)
+        .expect("the update did not expire");
+    api.set_update_lifetime(BOT_ID, fake_bot_api::UPDATE_LIFETIME);
+    let new = api.inject_message(BOT_ID, 42, "new");
+    let updates = result(api.addr(), TOKEN, "getUpdates", &json!({}));
+    assert_eq!(
+        support::update_ids(&updates),
+        [new],
+        "{old} was not dropped"
+    );
+    assert_eq!(api.stats(BOT_ID).expired_updates, 1);
+}

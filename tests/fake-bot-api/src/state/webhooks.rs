@@ -13,6 +13,18 @@ use crate::objects;
 /// Telegram accepts one setWebhook with a url per second.
 const SET_WEBHOOK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest wait between two attempts to deliver an update (telegram-bot-api's
+/// `WEBHOOK_MAX_RESEND_TIMEOUT`; Telegram picks between it and twice it at random, the fake keeps it).
+pub const WEBHOOK_MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The wait before the next attempt after `fails` earlier failed ones of the same update.
+fn webhook_retry_delay(fails: u32) -> Duration {
+    match fails {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << n.min(6)).min(WEBHOOK_MAX_RETRY_DELAY),
+    }
+}
+
 /// A webhook set with `setWebhook`.
 #[derive(Debug, Clone)]
 pub(crate) struct Webhook {
@@ -95,15 +107,15 @@ impl BotState {
     }
 
     fn drop_pending(&mut self) {
-        if let Some((last, _)) = self.queue.back() {
-            let next = last + 1;
+        if let Some(last) = self.queue.back() {
+            let next = last.id + 1;
             self.confirm(next);
         }
     }
 
     pub(crate) fn webhook_info(&self) -> Value {
         let mut info = json!({"url": "", "has_custom_certificate": false,
-                              "pending_update_count": self.queue.len()});
+                              "pending_update_count": self.stats().pending_updates});
         if let (Some(hook), Value::Object(map)) = (&self.webhook, &mut info) {
             map.insert("url".into(), hook.url.clone().into());
             map.insert("max_connections".into(), hook.max_connections.into());
@@ -127,24 +139,31 @@ impl BotState {
             Some(hook) if hook.generation == generation => {}
             _ => return Err(()),
         }
-        let queue = std::mem::take(&mut self.queue);
-        self.queue = queue
-            .into_iter()
-            .filter(|(_, u)| self.is_allowed(u))
-            .collect();
-        Ok(self.queue.front().cloned())
+        self.drop_expired(Instant::now());
+        self.drop_unwanted();
+        Ok(self.queue.front().map(|p| (p.id, p.update.clone())))
     }
 
     /// The webhook answered update `id` (`Ok(status)`) or could not be reached (`Err`): a 2xx
-    /// confirms it, anything else is recorded in `getWebhookInfo` and retried later.
-    pub(crate) fn webhook_result(&mut self, generation: u64, id: i64, result: Result<u16, String>) {
+    /// confirms it; anything else is recorded in `getWebhookInfo` and the update is tried again
+    /// after the returned delay, as Telegram's `WebhookActor::on_update_error` spaces it: at once
+    /// after the first failure, then 2 s doubling to [`WEBHOOK_MAX_RETRY_DELAY`]. An update whose
+    /// next attempt would come after its lifetime ends is dropped (`Stats.expired_updates`): "it
+    /// gives up after a reasonable number of attempts".
+    pub(crate) fn webhook_result(
+        &mut self,
+        generation: u64,
+        id: i64,
+        result: Result<u16, String>,
+        now: Instant,
+    ) -> Duration {
         if result.is_ok() {
             *self.stats.deliveries.entry(id).or_insert(0) += 1;
         }
         let error = match result {
             Ok(status) if (200..300).contains(&status) => {
                 self.confirm(id + 1);
-                return;
+                return Duration::ZERO;
             }
             Ok(status) => format!("Wrong response from the webhook: {status}"),
             Err(error) => error,
@@ -152,6 +171,17 @@ impl BotState {
         if let Some(hook) = self.webhook.as_mut().filter(|h| h.generation == generation) {
             hook.last_error = Some((objects::unix_now(), error));
         }
+        let Some(pending) = self.queue.front_mut().filter(|p| p.id == id) else {
+            return Duration::ZERO;
+        };
+        let delay = webhook_retry_delay(pending.webhook_fails);
+        pending.webhook_fails += 1;
+        if now + delay >= pending.expires_at {
+            self.queue.pop_front();
+            self.stats.expired_updates += 1;
+            return Duration::ZERO;
+        }
+        delay
     }
 
     pub(crate) fn set_commands(&mut self, scope_key: String, commands: Value) {
@@ -167,5 +197,16 @@ impl BotState {
 
     pub(crate) fn delete_commands(&mut self, scope_key: &str) {
         self.commands.remove(scope_key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_come_at_once_then_after_2_s_doubling_to_60_s() {
+        let delays: Vec<u64> = (0..9).map(|n| webhook_retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [0, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }
