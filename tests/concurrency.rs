@@ -42,6 +42,19 @@ impl World {
     }
 
     fn start_with(&self, extra: &[(&str, &str)]) -> BotProcess {
+        self.start_maybe_on(None, extra)
+    }
+
+    /// [`Self::start_with`] with `listener` passed as cryptobot.socket would.
+    fn start_on(&self, listener: &support::PassedListener) -> BotProcess {
+        self.start_maybe_on(Some(listener), &[])
+    }
+
+    fn start_maybe_on(
+        &self,
+        listener: Option<&support::PassedListener>,
+        extra: &[(&str, &str)],
+    ) -> BotProcess {
         let notify = NotifySocket::new();
         let mut env = vec![
             ("CRYPTOBOT_PRICE_API_URL", self.prices.url.as_str()),
@@ -49,7 +62,10 @@ impl World {
             ("CRYPTOBOT_POLL_TIMEOUT", "5"),
         ];
         env.extend_from_slice(extra);
-        let bot = self.host.spawn_run(Some(&notify), &env);
+        let bot = match listener {
+            Some(listener) => self.host.spawn_run_on(listener, Some(&notify), &env),
+            None => self.host.spawn_run(Some(&notify), &env),
+        };
         notify.wait_for("READY=1", T);
         bot
     }
@@ -191,8 +207,9 @@ fn a_stop_lets_the_handlers_in_progress_finish() {
 #[test]
 fn what_was_accepted_but_not_handled_survives_a_kill() {
     let w = World::new();
-    let listen = format!("127.0.0.1:{}", support::free_port());
-    let mut bot = w.start_with(&[("CRYPTOBOT_LISTEN", listen.as_str())]);
+    let listener = support::PassedListener::new();
+    let listen = listener.addr.clone();
+    let mut bot = w.start_on(&listener);
     w.prices.delay(Duration::from_secs(60));
     w.api.inject_message(w.id, 1, "/price btc");
     w.wait_for_prices_requested(1);

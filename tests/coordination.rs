@@ -15,7 +15,7 @@ use fake_bot_api::FakeBotApi;
 use nix::sys::signal::Signal;
 use support::postgres::{LatencyProxy, TempPostgres};
 use support::{
-    BotProcess, Host, NotifySocket, assert_no_token, free_port, http_get, random_token,
+    BotProcess, Host, NotifySocket, PassedListener, assert_no_token, http_get, random_token,
     run_command_to_end,
 };
 
@@ -83,6 +83,26 @@ impl Fleet {
 
     /// [`Fleet::spawn`] with more environment (`CRYPTOBOT_LISTEN`, ...).
     fn spawn_with(&self, host: usize, notify: &NotifySocket, extra: &[(&str, &str)]) -> BotProcess {
+        self.spawn_maybe_on(host, None, notify, extra)
+    }
+
+    /// [`Self::spawn_with`] with `listener` passed as cryptobot.socket would.
+    fn spawn_on(
+        &self,
+        host: usize,
+        listener: &PassedListener,
+        notify: &NotifySocket,
+    ) -> BotProcess {
+        self.spawn_maybe_on(host, Some(listener), notify, &[])
+    }
+
+    fn spawn_maybe_on(
+        &self,
+        host: usize,
+        listener: Option<&PassedListener>,
+        notify: &NotifySocket,
+        extra: &[(&str, &str)],
+    ) -> BotProcess {
         let ttl = self.ttl.to_string();
         let mut env = vec![
             ("CRYPTOBOT_COORDINATION", "postgres"),
@@ -90,7 +110,10 @@ impl Fleet {
             ("CRYPTOBOT_LEASE_TTL", ttl.as_str()),
         ];
         env.extend_from_slice(extra);
-        self.hosts[host].spawn_run(Some(notify), &env)
+        match listener {
+            Some(listener) => self.hosts[host].spawn_run_on(listener, Some(notify), &env),
+            None => self.hosts[host].spawn_run(Some(notify), &env),
+        }
     }
 
     /// `cryptobot ARGS` of `host` in a UTS namespace of its own whose host name is `name` (root
@@ -340,14 +363,12 @@ fn clean_stop_hands_over(fleet: &Fleet) {
 #[test]
 fn metrics_say_leader_and_standby_and_the_successor_switches() {
     let fleet = Fleet::new(postgres_or_skip!(), 2);
-    let addrs = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
+    let listeners = [PassedListener::new(), PassedListener::new()];
+    let addrs = [listeners[0].addr.clone(), listeners[1].addr.clone()];
     let notifies = [NotifySocket::new(), NotifySocket::new()];
     let mut bots = [
-        fleet.spawn_with(0, &notifies[0], &[("CRYPTOBOT_LISTEN", &addrs[0])]),
-        fleet.spawn_with(1, &notifies[1], &[("CRYPTOBOT_LISTEN", &addrs[1])]),
+        fleet.spawn_on(0, &listeners[0], &notifies[0]),
+        fleet.spawn_on(1, &listeners[1], &notifies[1]),
     ];
     notifies[0].wait_for("READY=1", T);
     notifies[1].wait_for("READY=1", T);

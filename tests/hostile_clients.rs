@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use cryptobot::http::Limits;
 use cryptobot::webhook::{BODY_READ_TIMEOUT, MAX_BODY};
 use support::fake_prices::FakePrices;
-use support::{BotProcess, FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
+use support::{BotProcess, FakeBotApi, Host, NotifySocket, PassedListener, http_get, random_token};
 
 const T: Duration = Duration::from_secs(20);
 const SECRET: &str = "hostile-clients-secret_0123456789";
@@ -37,18 +37,19 @@ impl WebhookBot {
         let token = random_token();
         let id = api.add_bot(&token, "hostile_bot");
         let host = Host::new(&token, &api.url());
-        let addr = format!("127.0.0.1:{}", free_port());
+        let listener = PassedListener::new();
+        let addr = listener.addr.clone();
         let secret_file = host.dir.path().join("webhook_secret");
         std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let secret_file = secret_file.display().to_string();
         let public_url = format!("http://{addr}");
         let notify = NotifySocket::new();
-        let bot = host.spawn_run(
+        let bot = host.spawn_run_on(
+            &listener,
             Some(&notify),
             &[
                 ("CRYPTOBOT_MODE", "webhook"),
-                ("CRYPTOBOT_LISTEN", &addr),
                 ("CRYPTOBOT_WEBHOOK_URL", &public_url),
                 ("CRYPTOBOT_WEBHOOK_SECRET_FILE", &secret_file),
             ],
@@ -249,14 +250,15 @@ fn idle_connections_beyond_the_cap_leave_the_bot_its_file_descriptors() {
     let prices = FakePrices::start();
     prices.set("bitcoin", "usd", "67187.12");
     let host = Host::new(&token, &api.url());
-    let addr = format!("127.0.0.1:{}", free_port());
+    let listener = PassedListener::new();
+    let addr = listener.addr.clone();
     let notify = NotifySocket::new();
     let mut cmd = host.shell_command(
-        &format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""),
+        &format!("ulimit -n {fd_limit} && LISTEN_PID=$$ exec \"$0\" \"$@\""),
         &["run"],
     );
+    listener.pass_to(&mut cmd);
     cmd.env("NOTIFY_SOCKET", &notify.path)
-        .env("CRYPTOBOT_LISTEN", &addr)
         .env("CRYPTOBOT_PRICE_API_URL", &prices.url)
         .env("CRYPTOBOT_PRICE_CACHE_TTL", "0")
         .stdout(Stdio::piped())

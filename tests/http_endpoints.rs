@@ -1,5 +1,9 @@
 //! `/healthz` and `/metrics`: on a socket passed by socket activation (`systemd-socket-activate`, the
 //! same protocol as `cryptobot.socket`), or on the `listen` address; an unexpected fd set is exit 78.
+//!
+//! These are the tests that hand the bot (or systemd-socket-activate, which takes no port 0) a port
+//! by number: another test may take it between our check and the bind, so each retries with a new
+//! port, at most [`PORT_ATTEMPTS`] times, when the bind found it taken.
 
 mod support;
 
@@ -10,6 +14,45 @@ use nix::sys::signal::Signal;
 use support::{BotProcess, FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
 
 const T: Duration = Duration::from_secs(30);
+const PORT_ATTEMPTS: usize = 5;
+
+/// `n` loopback addresses on ports that were free a moment ago.
+fn free_addrs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect()
+}
+
+/// [`socket_activated`] on `n` fresh ports, again on new ones while a port was taken first; returns
+/// the process once systemd-socket-activate listens on all of them, and the addresses.
+fn socket_activated_on_free_ports(
+    host: &Host,
+    n: usize,
+    fdname: &str,
+) -> (BotProcess, Vec<String>) {
+    for _ in 0..PORT_ATTEMPTS {
+        let listens = free_addrs(n);
+        let bot = socket_activated(host, &listens, fdname);
+        let bound = bot.wait_for_stderr_where(
+            &format!("{n} \"Listening on\" or \"Address already in use\""),
+            |lines| {
+                if lines.iter().any(|l| l.contains("Address already in use")) {
+                    Some(false)
+                } else {
+                    (lines.iter().filter(|l| l.contains("Listening on")).count() == n)
+                        .then_some(true)
+                }
+            },
+            T,
+        );
+        if bound {
+            return (bot, listens);
+        }
+    }
+    panic!(
+        "{PORT_ATTEMPTS} sets of free ports were all taken before systemd-socket-activate bound them"
+    );
+}
 
 fn socket_activate_available() -> bool {
     Command::new("systemd-socket-activate")
@@ -57,11 +100,10 @@ fn healthz_answers_through_a_socket_passed_by_socket_activation() {
     let token = random_token();
     api.add_bot(&token, "http_bot");
     let host = Host::new(&token, &api.url());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut bot = socket_activated(&host, std::slice::from_ref(&addr), "http");
-    bot.wait_for_stderr("Listening on", T);
+    let (mut bot, listens) = socket_activated_on_free_ports(&host, 1, "http");
+    let addr = &listens[0];
     // The first connection starts the bot (like a .socket unit); the kernel holds it until it serves.
-    let (status, body) = http_get(&addr, "/healthz");
+    let (status, body) = http_get(addr, "/healthz");
     assert_eq!(status, 200, "{body}\n{}", bot.stderr());
     assert!(body.contains("\"status\":\"ok\""), "{body}");
     // The log line was written before the answer, but reaches us through a pipe: wait for it.
@@ -74,12 +116,7 @@ fn healthz_answers_through_a_socket_passed_by_socket_activation() {
 fn an_unexpected_fd_set_is_a_config_error() {
     let token = random_token();
     let host = Host::new(&token, "http://127.0.0.1:9");
-    let listens = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let mut bot = socket_activated(&host, &listens, "http:other");
-    bot.wait_for_stderr("Listening on", T);
+    let (mut bot, listens) = socket_activated_on_free_ports(&host, 2, "http:other");
     // Connecting starts the program; it must refuse the fd set at once.
     let _ = std::net::TcpStream::connect(&listens[0]);
     let status = bot.wait_exit(T);
@@ -98,9 +135,8 @@ fn metrics_count_what_happens_and_follow_prometheus_names() {
     let token = random_token();
     let id = api.add_bot(&token, "http_bot");
     let host = Host::new(&token, &api.url());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let notify = NotifySocket::new();
-    let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_LISTEN", &addr)]);
+    // The `listen` setting: the bot binds the address itself.
+    let (mut bot, notify, addr) = listening_on_a_free_port(&host);
     notify.wait_for("READY=1", T);
 
     let value = |text: &str, name: &str| -> f64 {
@@ -170,4 +206,30 @@ fn metrics_count_what_happens_and_follow_prometheus_names() {
 
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0));
+}
+
+/// `cryptobot run` with `listen` on a fresh port, again on a new one while the bot found its port
+/// taken (exit 78, "cannot bind"); returns it once it serves there.
+fn listening_on_a_free_port(host: &Host) -> (BotProcess, NotifySocket, String) {
+    for _ in 0..PORT_ATTEMPTS {
+        let addr = free_addrs(1).remove(0);
+        let notify = NotifySocket::new();
+        let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_LISTEN", &addr)]);
+        let serving = bot.wait_for_stderr_where(
+            "\"serving\" or \"cannot bind\"",
+            |lines| {
+                if lines.iter().any(|l| l.contains("cannot bind")) {
+                    Some(false)
+                } else {
+                    lines.iter().any(|l| l.contains("serving ")).then_some(true)
+                }
+            },
+            T,
+        );
+        if serving {
+            return (bot, notify, addr);
+        }
+        assert_eq!(bot.wait_exit(T).code(), Some(78), "{}", bot.stderr());
+    }
+    panic!("{PORT_ATTEMPTS} free ports were all taken before the bot bound them");
 }

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
+use support::{FakeBotApi, Host, NotifySocket, PassedListener, http_get, random_token};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -186,13 +186,14 @@ fn a_handler_that_never_returns_stops_the_watchdog_while_the_process_lives() {
     let id = api.add_bot(&token, "stuck_bot");
     let host = Host::new(&token, &api.url());
     let notify = NotifySocket::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut bot = host.spawn_run(
+    let listener = PassedListener::new();
+    let addr = listener.addr.clone();
+    let mut bot = host.spawn_run_on(
+        &listener,
         Some(&notify),
         &[
             ("WATCHDOG_USEC", "4000000"),
             ("CRYPTOBOT_POLL_TIMEOUT", "1"),
-            ("CRYPTOBOT_LISTEN", &addr),
             ("CRYPTOBOT_FAULT_HANG_ON", "/hang"),
         ],
     );

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::{FakeBotApi, Host, NotifySocket, free_port, random_token};
+use support::{FakeBotApi, Host, NotifySocket, PassedListener, random_token};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -129,7 +129,8 @@ fn webhook_mode_answers_ids_that_jump_down() {
     let token = random_token();
     let id = api.add_bot(&token, "reset_webhook_bot");
     let host = Host::new(&token, &api.url());
-    let addr = format!("127.0.0.1:{}", free_port());
+    let listener = PassedListener::new();
+    let addr = listener.addr.clone();
     let secret_file = host.dir.path().join("webhook_secret");
     std::fs::write(&secret_file, "reset-secret_0123456789\n").unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -137,13 +138,12 @@ fn webhook_mode_answers_ids_that_jump_down() {
     let secret_path = secret_file.display().to_string();
     let env = [
         ("CRYPTOBOT_MODE", "webhook"),
-        ("CRYPTOBOT_LISTEN", addr.as_str()),
         ("CRYPTOBOT_WEBHOOK_URL", url.as_str()),
         ("CRYPTOBOT_WEBHOOK_SECRET_FILE", secret_path.as_str()),
     ];
     api.set_next_update_id(id, 5000);
     let notify = NotifySocket::new();
-    let mut first = host.spawn_run(Some(&notify), &env);
+    let mut first = host.spawn_run_on(&listener, Some(&notify), &env);
     notify.wait_for("READY=1", T);
     api.inject_message(id, 1, "/ping");
     api.wait_for_sent(id, |m| m.chat_id == 1, T).unwrap();
@@ -152,7 +152,7 @@ fn webhook_mode_answers_ids_that_jump_down() {
     api.set_next_update_id(id, 3);
     api.inject_message(id, 2, "/ping");
     let notify = NotifySocket::new();
-    let mut second = host.spawn_run(Some(&notify), &env);
+    let mut second = host.spawn_run_on(&listener, Some(&notify), &env);
     notify.wait_for("READY=1", T);
     api.inject_message(id, 3, "/ping");
     for chat in [2, 3] {

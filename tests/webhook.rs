@@ -12,17 +12,18 @@ use std::time::Duration;
 use fake_bot_api::FakeBotApi;
 use nix::sys::signal::Signal;
 use support::{
-    BotProcess, Host, NotifySocket, assert_no_token, free_port, http_get, http_post_json,
+    BotProcess, Host, NotifySocket, PassedListener, assert_no_token, http_get, http_post_json,
     random_token,
 };
 
 const T: Duration = Duration::from_secs(20);
 const SECRET: &str = "test-webhook-secret_0123456789";
 
-/// A bot host in webhook mode: its listener on a free loopback port, the public URL pointing at it,
-/// the secret in a mode-600 file.
+/// A bot host in webhook mode: its listener passed as cryptobot.socket passes it (the same one to
+/// every process), the public URL pointing at it, the secret in a mode-600 file.
 struct WebhookHost {
     host: Host,
+    listener: PassedListener,
     addr: String,
     env: Vec<(String, String)>,
 }
@@ -30,20 +31,25 @@ struct WebhookHost {
 impl WebhookHost {
     fn new(token: &str, api: &FakeBotApi) -> Self {
         let host = Host::new(token, &api.url());
-        let addr = format!("127.0.0.1:{}", free_port());
+        let listener = PassedListener::new();
+        let addr = listener.addr.clone();
         let secret_file = host.dir.path().join("webhook_secret");
         std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let env = vec![
             ("CRYPTOBOT_MODE".to_owned(), "webhook".to_owned()),
-            ("CRYPTOBOT_LISTEN".to_owned(), addr.clone()),
             ("CRYPTOBOT_WEBHOOK_URL".to_owned(), format!("http://{addr}")),
             (
                 "CRYPTOBOT_WEBHOOK_SECRET_FILE".to_owned(),
                 secret_file.display().to_string(),
             ),
         ];
-        Self { host, addr, env }
+        Self {
+            host,
+            listener,
+            addr,
+            env,
+        }
     }
 
     fn spawn(&self, notify: &NotifySocket) -> BotProcess {
@@ -52,7 +58,7 @@ impl WebhookHost {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.host.spawn_run(Some(notify), &env)
+        self.host.spawn_run_on(&self.listener, Some(notify), &env)
     }
 
     fn path(&self) -> String {
@@ -239,10 +245,19 @@ fn a_restart_in_webhook_mode_loses_and_repeats_nothing() {
     first.signal(Signal::SIGTERM);
     assert_eq!(first.wait_exit(T).code(), Some(0), "{}", first.stderr());
 
-    // While no process listens, Telegram keeps the updates and retries them.
+    // While no process serves (the port refuses: no socket unit holds the connections), Telegram
+    // keeps the updates and retries them on its schedule (at once, then after 2 s, 4 s, ...).
+    let refusing = wh.listener.refuse_connections();
     for chat in 4..=6 {
         api.inject_message(id, chat, "/ping");
     }
+    api.wait_until(
+        id,
+        |_| webhook_info(&api, &token)["last_error_message"].is_string(),
+        T,
+    )
+    .expect("Telegram never found the webhook refusing");
+    drop(refusing);
     let notify2 = NotifySocket::new();
     let mut second = wh.spawn(&notify2);
     notify2.wait_for("READY=1", T);
@@ -329,7 +344,7 @@ fn an_idle_webhook_bot_keeps_feeding_the_watchdog() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.push(("WATCHDOG_USEC", "4000000"));
-    let mut bot = wh.host.spawn_run(Some(&notify), &env);
+    let mut bot = wh.host.spawn_run_on(&wh.listener, Some(&notify), &env);
     notify.wait_for("READY=1", T);
     // No update arrives: the keeper of the webhook route alone must feed a 4 s watchdog, beyond the
     // 4 s that the start-up's own beat would cover (the supervisor sends one a second while live).

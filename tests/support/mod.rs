@@ -162,6 +162,31 @@ impl Host {
         cmd
     }
 
+    /// Starts `cryptobot run` with `listener` passed as systemd's socket activation passes
+    /// `cryptobot.socket` (fd 3 named `http`, `LISTEN_PID` the bot's own PID through
+    /// [`Self::shell_command`]), optionally with a notify socket.
+    pub fn spawn_run_on(
+        &self,
+        listener: &PassedListener,
+        notify: Option<&NotifySocket>,
+        extra_env: &[(&str, &str)],
+    ) -> BotProcess {
+        let mut cmd = self.shell_command(r#"LISTEN_PID=$$ exec "$0" "$@""#, &["run"]);
+        listener.pass_to(&mut cmd);
+        if let Some(sock) = notify {
+            cmd.env("NOTIFY_SOCKET", &sock.path);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cryptobot run");
+        BotProcess::adopt(child)
+    }
+
     /// Starts `cryptobot run`, optionally with a notify socket.
     pub fn spawn_run(
         &self,
@@ -283,16 +308,31 @@ impl BotProcess {
 
     /// Waits until a stderr line contains `needle`.
     pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        self.wait_for_stderr_where(
+            &format!("{needle:?}"),
+            |lines| lines.iter().any(|l| l.contains(needle)).then_some(()),
+            timeout,
+        );
+    }
+
+    /// Waits until `check` finds what it looks for in the stderr lines so far, and returns it;
+    /// `what` names it in the timeout message.
+    pub fn wait_for_stderr_where<R>(
+        &self,
+        what: &str,
+        check: impl Fn(&[String]) -> Option<R>,
+        timeout: Duration,
+    ) -> R {
         let deadline = Instant::now() + timeout;
         let mut lines = self.stderr.lines.lock().unwrap();
         loop {
-            if lines.iter().any(|l| l.contains(needle)) {
-                return;
+            if let Some(found) = check(&lines) {
+                return found;
             }
             let now = Instant::now();
             assert!(
                 now < deadline,
-                "timed out after {timeout:?} waiting for {needle:?} on stderr; got:\n{}",
+                "timed out after {timeout:?} waiting for {what} on stderr; got:\n{}",
                 lines.join("\n")
             );
             lines = self
@@ -497,7 +537,99 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_exchange(addr, &format!("GET {path} HTTP/1.1\r\n"), "")
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback listener the test binds and hands to the bot processes it starts, as systemd hands them
+/// `cryptobot.socket` ([`Host::spawn_run_on`]). Its address is known before the bot starts and no
+/// other process can take it in between (a port found free and handed over by number can be taken:
+/// the tests run in parallel), and successive processes can be given the same one, so a connection
+/// made between two of them waits in its backlog.
+pub struct PassedListener {
+    socket: std::net::TcpListener,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+impl PassedListener {
+    pub fn new() -> Self {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
+        let addr = socket.local_addr().unwrap().to_string();
+        Self { socket, addr }
+    }
+
+    /// Makes `cmd`'s process inherit the listener as fd 3 named `http` (`LISTEN_FDS`,
+    /// `LISTEN_FDNAMES`); `cmd` must be a [`Host::shell_command`] whose script sets `LISTEN_PID=$$`.
+    pub fn pass_to(&self, cmd: &mut Command) {
+        cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "http");
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe; no
+        // allocation, no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto 3 clears close-on-exec; when the socket already is fd 3 it does nothing,
+                // so clear the flag explicitly.
+                nix::unistd::dup2(fd, 3)?;
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+                Ok(())
+            });
+        }
+    }
+}
+
+/// While it lives, the connections to a [`PassedListener`] are accepted and closed at once, unanswered
+/// (what a client sees of a port no process serves, without giving the port up).
+pub struct Refusing {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PassedListener {
+    /// Refuses every connection until the returned guard is dropped; then the listener is ready to
+    /// be passed to the next process.
+    pub fn refuse_connections(&self) -> Refusing {
+        let socket = self.socket.try_clone().expect("clone the listener");
+        socket.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                match socket.accept() {
+                    Ok((stream, _)) => drop(stream),
+                    // Nothing to accept: look again shortly (bounded by the guard's drop).
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            // The flag is on the open file, shared with the next process's copy.
+            socket.set_nonblocking(false).unwrap();
+        });
+        Refusing {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Default for PassedListener {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A loopback port that was free a moment ago. Only for what cannot take a [`PassedListener`]:
+/// the bot's own `listen` setting (see `tests/http_endpoints.rs`, which retries when another
+/// process took the port first).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
