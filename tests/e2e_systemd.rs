@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -80,15 +81,20 @@ fn run_scenario(script: &str, args: &[&str]) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    // A process group of its own, and a stdin pipe whose write end only this process holds: if this
+    // process is killed (a timeout), the pipe ends and the script cleans up in full (container.sh's
+    // watcher), and no signal to this process's group cuts that short.
     let mut child = Command::new("bash")
         .arg(dir.join(script))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start bash {script}: {e}"));
+    let _alive = child.stdin.take();
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let pumps = [
         pump(child.stdout.take().unwrap(), Arc::clone(&tail)),

@@ -45,6 +45,18 @@ CT_EXIT_HOOKS=()
 CT_SEQ=0
 CT_MADE_DIRS=()
 
+# The test process that runs a scenario (tests/e2e_systemd.rs) starts it in a process group of its own
+# with stdin a pipe whose write end only that process holds, and never writes to it. If the process dies
+# without waiting for the scenario (killed at a nextest timeout), the pipe ends: the watcher then stops
+# the script as a SIGTERM does, so its EXIT trap powers the container off and removes everything, and no
+# signal to the test's process group can cut that cleanup short. Run by hand (stdin a terminal or
+# /dev/null), there is no watcher.
+if [[ -p /dev/stdin && -z ${CT_WATCHED:-} ]]; then
+    CT_WATCHED=1
+    (cat >/dev/null; kill -TERM "$$" 2>/dev/null) </dev/stdin >/dev/null 2>&1 &
+    exec </dev/null
+fi
+
 ct_log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ct_die() { ct_log "FAILED: $*"; exit 1; }
 

@@ -10,7 +10,10 @@
 //! Not installed: [`TempPostgres::start`] prints `SKIPPED: <test>: PostgreSQL not installed (apt-get
 //! install postgresql)` and returns `None` (the caller returns early), or panics in CI (`CI=true` or `1`)
 //! (`tests/run-all.sh` installs it). Dropping the cluster stops it (`pg_ctl stop -m immediate`, else
-//! SIGKILL of the postmaster) and removes the directory, also when the test panicked.
+//! SIGKILL of the postmaster) and removes the directory, also when the test panicked. A test process
+//! killed before its drop runs (a nextest timeout, SIGKILL) does not leave it running either: a guard
+//! process waits on a pipe only the test process holds and stops the postmaster when that pipe ends
+//! ([`Guard`]); the directory is removed by the next start ([`reap_orphans`]).
 //!
 //! The database at a distance: [`TempPostgres::proxy`] puts a [`LatencyProxy`] in front of the
 //! cluster, a TCP proxy on 127.0.0.1 that holds every chunk for a fixed one-way delay in each
@@ -66,6 +69,8 @@ fn server_bin_dir() -> Option<PathBuf> {
 
 /// A running throwaway cluster; stopped and removed on drop.
 pub struct TempPostgres {
+    /// Stops the cluster if this process dies first; declared first, so dropped (disarmed) first.
+    guard: Option<Guard>,
     dir: Option<tempfile::TempDir>,
     bin: PathBuf,
     port: u16,
@@ -124,6 +129,7 @@ impl TempPostgres {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("chmod: {e}"))?;
         let mut pg = TempPostgres {
+            guard: None,
             dir: Some(dir),
             bin,
             port: 0,
@@ -168,6 +174,7 @@ impl TempPostgres {
         if !last_error.is_empty() {
             return Err(last_error);
         }
+        pg.guard = Some(Guard::arm(&pg.dir().join("data"))?);
         pg.psql_in(
             "postgres",
             &format!("CREATE ROLE {ROLE} LOGIN PASSWORD '{}'", pg.password),
@@ -181,6 +188,34 @@ impl TempPostgres {
 
     fn dir(&self) -> &Path {
         self.dir.as_ref().expect("the cluster's directory").path()
+    }
+
+    /// Stops and removes the clusters whose test process is gone (each start does it too).
+    pub fn reap_orphans() {
+        if let Some(bin) = server_bin_dir() {
+            let run_as = nix::unistd::geteuid()
+                .is_root()
+                .then(|| nix::unistd::User::from_name("postgres").ok().flatten())
+                .flatten()
+                .map(|user| (user.uid.as_raw(), user.gid.as_raw()));
+            reap_orphans(&bin, run_as);
+        }
+    }
+
+    /// Whether PostgreSQL's server binaries are installed ([`Self::start`] skips without them).
+    pub fn installed() -> bool {
+        server_bin_dir().is_some()
+    }
+
+    /// The postmaster's PID, from `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn data_dir(&self) -> String {
@@ -685,8 +720,49 @@ impl Drop for PsqlSession {
     }
 }
 
+/// A process that stops a cluster when the test process that started it dies without stopping it:
+/// `sh` reading its stdin, a pipe whose other end only the test process holds (close-on-exec, so no
+/// child inherits it); at end of file it sends SIGQUIT (immediate shutdown: the server's children
+/// follow) to the postmaster named in `postmaster.pid` then. It runs in a process group of its own,
+/// so a signal to the test's group cannot stop it first. Dropping the guard disarms it (SIGKILL)
+/// before the cluster is stopped normally.
+pub struct Guard {
+    child: std::process::Child,
+}
+
+impl Guard {
+    fn arm(data_dir: &Path) -> Result<Guard, String> {
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"cat >/dev/null; pid=$(head -n 1 "$0/postmaster.pid") && kill -QUIT "$pid""#)
+            .arg(data_dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start the cluster's guard (/bin/sh): {e}"))?;
+        Ok(Guard { child })
+    }
+
+    /// The guard's PID (for the test that kills a test process on purpose).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for TempPostgres {
     fn drop(&mut self) {
+        drop(self.guard.take());
         if self.dir.is_some() {
             self.stop_now();
         }
@@ -716,6 +792,7 @@ fn reap_orphans(bin: &Path, run_as: Option<(u32, u32)>) {
             continue;
         }
         let orphan = TempPostgres {
+            guard: None,
             dir: None,
             bin: bin.to_owned(),
             port: 0,
