@@ -348,16 +348,19 @@ async fn serve_until_stopped(
         )
         .map_err(Failure::software)?,
     );
+    let (bot_settings, settings_rx) =
+        tokio::sync::watch::channel(Arc::new(BotSettings::from_options(bot_options)));
     let checker = essentials.spawn("alert checker", cancel, {
-        let checker = alerts::run_checker(
-            store.clone(),
-            Arc::clone(&prices),
+        let checker = alerts::Checker {
+            store: store.clone(),
+            prices: Arc::clone(&prices),
             bot_id,
-            bot_options.alert_interval,
-            Arc::clone(&wake),
-            Arc::clone(&status),
-            cancel.clone(),
-        );
+            interval: bot_options.alert_interval,
+            outbox: Arc::clone(&wake),
+            status: Arc::clone(&status),
+            settings: settings_rx.clone(),
+        }
+        .run(cancel.clone());
         async move {
             checker.await;
             Ok(())
@@ -366,9 +369,6 @@ async fn serve_until_stopped(
     cleanup.push("alert checker", move || async move {
         checker.await.map_err(|e| e.to_string())?
     });
-
-    let (bot_settings, settings_rx) =
-        tokio::sync::watch::channel(Arc::new(BotSettings::from_options(bot_options)));
     let service = Service {
         prices,
         store,

@@ -4,11 +4,21 @@
 //! leader whose VM was paused for a minute would resume believing no time passed and poll on a lease
 //! that expired meanwhile. [`BootInstant`] reads `CLOCK_BOOTTIME`, which keeps counting through a
 //! suspend (and, like the monotonic clock, is never stepped by NTP or an operator).
+//!
+//! [`unix_now_ms`] is the wall clock, for what is stored or shown as a date (when an alert fired, when
+//! it expires).
 
 use std::ops::Add;
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// A point in time on `CLOCK_BOOTTIME`: the time since the machine booted, suspends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

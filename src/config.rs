@@ -101,6 +101,8 @@ struct FileConfig {
     default_currency: Option<String>,
     admin_chat_ids: Option<Vec<i64>>,
     alert_interval: Option<u64>,
+    alert_hysteresis: Option<f64>,
+    alert_cooldown: Option<u64>,
     max_alerts_per_chat: Option<u64>,
     coins: Option<BTreeMap<String, String>>,
     listen: Option<String>,
@@ -134,6 +136,10 @@ pub struct BotOptions {
     /// Chats (or users) allowed to use /status and /restart.
     pub admin_chat_ids: Vec<i64>,
     pub alert_interval: Duration,
+    /// How far (percent of the threshold) the price must move back before a fired alert re-arms.
+    pub alert_hysteresis_percent: f64,
+    /// An alert fires at most once in this long.
+    pub alert_cooldown: Duration,
     pub max_alerts_per_chat: u64,
     /// Extra symbol → CoinGecko id entries.
     pub coins: BTreeMap<String, String>,
@@ -594,6 +600,26 @@ impl Settings {
             seconds,
         )?;
         let interval = check_range(&interval, 1, 86_400)?;
+        let hysteresis = layered(
+            env,
+            "CRYPTOBOT_ALERT_HYSTERESIS",
+            fc.alert_hysteresis,
+            "alert_hysteresis",
+            &from,
+            0.5,
+            "a percentage (a number such as 0.5)",
+        )?;
+        let hysteresis = check_range(&hysteresis, 0.0, 50.0)?;
+        let cooldown = layered(
+            env,
+            "CRYPTOBOT_ALERT_COOLDOWN",
+            fc.alert_cooldown,
+            "alert_cooldown",
+            &from,
+            900,
+            seconds,
+        )?;
+        let cooldown = check_range(&cooldown, 0, 86_400)?;
         let max_alerts = layered(
             env,
             "CRYPTOBOT_MAX_ALERTS_PER_CHAT",
@@ -611,6 +637,8 @@ impl Settings {
             default_currency: currency.value.to_ascii_lowercase(),
             admin_chat_ids: admins,
             alert_interval: Duration::from_secs(interval),
+            alert_hysteresis_percent: hysteresis,
+            alert_cooldown: Duration::from_secs(cooldown),
             max_alerts_per_chat: max_alerts,
             coins: fc.coins.unwrap_or_default(),
         };
@@ -927,6 +955,8 @@ impl Config {
         let _ = writeln!(out, "default_currency = {:?}", b.default_currency);
         let _ = writeln!(out, "admin_chat_ids = {:?}", b.admin_chat_ids);
         let _ = writeln!(out, "alert_interval = {}", b.alert_interval.as_secs());
+        let _ = writeln!(out, "alert_hysteresis = {}", b.alert_hysteresis_percent);
+        let _ = writeln!(out, "alert_cooldown = {}", b.alert_cooldown.as_secs());
         let _ = writeln!(out, "max_alerts_per_chat = {}", b.max_alerts_per_chat);
         if !b.coins.is_empty() {
             let _ = writeln!(out, "[coins]");

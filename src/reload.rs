@@ -5,8 +5,8 @@
 //! `RELOADING=1` … `READY=1` around the work. A configuration that does not validate is refused with one
 //! log line and the running one is kept: never a crash, never a restart.
 //!
-//! Applied at once: `log`; the bot's `admin_chat_ids`, `default_currency`, `max_alerts_per_chat` and
-//! `coins`; a new token of the same bot (a token revoked and reissued by @BotFather), checked with
+//! Applied at once: `log`; the bot's `admin_chat_ids`, `default_currency`, `max_alerts_per_chat`,
+//! `alert_hysteresis`, `alert_cooldown` and `coins`; a new token of the same bot (a token revoked and reissued by @BotFather), checked with
 //! `getMe` before it replaces the old one; in webhook mode a new configured secret (`setWebhook` first,
 //! then the route switches). Everything else (directories, `api_url`, `listen`, `mode`, timeouts, the
 //! conflict policy, the price API, the alert interval) is named in the log as taking effect at the next
@@ -99,6 +99,8 @@ async fn apply(started: &Config, current: &mut Config, new: Config, live: &Live)
     if old_bot.admin_chat_ids != new_bot.admin_chat_ids
         || old_bot.default_currency != new_bot.default_currency
         || old_bot.max_alerts_per_chat != new_bot.max_alerts_per_chat
+        || old_bot.alert_hysteresis_percent != new_bot.alert_hysteresis_percent
+        || old_bot.alert_cooldown != new_bot.alert_cooldown
         || old_bot.coins != new_bot.coins
     {
         live.bot_settings
@@ -171,6 +173,8 @@ fn restart_only_changes(started: &Config, new: &Config) -> Vec<String> {
         "admin_chat_ids",
         "default_currency",
         "max_alerts_per_chat",
+        "alert_hysteresis",
+        "alert_cooldown",
         "webhook_secret_file",
     ];
     let key = |line: &str| line.split_once(" = ").map(|(k, _)| k.trim().to_owned());

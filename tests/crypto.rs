@@ -90,6 +90,14 @@ impl World {
         }
     }
 
+    /// How many alert messages (🔔) `chat` received.
+    fn bells(&self, chat: i64) -> usize {
+        self.messages_to(chat)
+            .iter()
+            .filter(|m| m.starts_with("🔔"))
+            .count()
+    }
+
     fn wait_for_message(&self, chat: i64, needle: &str) -> String {
         self.api
             .wait_for_sent(self.id, |m| m.chat_id == chat && m.text.contains(needle), T)
@@ -264,10 +272,11 @@ fn alerts_are_listed_deleted_and_capped_per_chat() {
     assert_eq!(stop(bot), Some(0));
 }
 
+/// Without a cooldown: once per crossing, re-armed past the 0.5 % band (69,650) on the way back.
 #[test]
 fn an_alert_fires_once_per_crossing_and_rearms() {
     let w = World::new();
-    let bot = w.start(&[]);
+    let bot = w.start(&[("CRYPTOBOT_ALERT_COOLDOWN", "0")]);
     assert!(
         w.ask(CHAT, "/alert btc above 70000")
             .starts_with("Alert #1 set")
@@ -300,7 +309,107 @@ fn an_alert_fires_once_per_crossing_and_rearms() {
             .count(),
         2
     );
-    assert!(w.ask(CHAT, "/alerts").contains("(fired 2×)"));
+    let list = w.ask(CHAT, "/alerts");
+    assert!(
+        list.contains("#1 BTC above 70000 USD — re-arms below 69650 USD, fired 2×"),
+        "{list}"
+    );
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// No spam: a price hovering at the threshold (inside the 0.5 % band) fires the alert once, however
+/// often it crosses; moved back past the band, it re-arms and the next crossing fires. No cooldown
+/// here, so the band alone is what holds the hovering back.
+#[test]
+fn a_price_hovering_at_the_threshold_fires_once() {
+    let w = World::new();
+    let bot = w.start(&[("CRYPTOBOT_ALERT_COOLDOWN", "0")]);
+    assert!(
+        w.ask(CHAT, "/alert btc above 70000")
+            .starts_with("Alert #1 set")
+    );
+    w.prices.set("bitcoin", "usd", "70010");
+    w.wait_for_message(CHAT, "🔔");
+    for _ in 0..5 {
+        w.prices.set("bitcoin", "usd", "69990");
+        w.wait_for_checks(1);
+        w.prices.set("bitcoin", "usd", "70010");
+        w.wait_for_checks(1);
+    }
+    assert_eq!(w.bells(CHAT), 1, "{:?}", w.messages_to(CHAT));
+    w.prices.set("bitcoin", "usd", "69000");
+    w.wait_for_checks(2);
+    w.prices.set("bitcoin", "usd", "70500");
+    w.wait_for_message(CHAT, "70500 USD now");
+    assert_eq!(w.bells(CHAT), 2);
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// An alert fires at most once per cooldown (10 s here): re-armed and crossed again at once, it
+/// stays quiet (and /alerts says so) until the cooldown is over, then fires.
+#[test]
+fn a_crossing_inside_the_cooldown_fires_when_it_ends() {
+    let w = World::new();
+    let bot = w.start(&[("CRYPTOBOT_ALERT_COOLDOWN", "10")]);
+    assert!(
+        w.ask(CHAT, "/alert btc above 70000")
+            .starts_with("Alert #1 set")
+    );
+    w.prices.set("bitcoin", "usd", "70010");
+    w.wait_for_message(CHAT, "🔔");
+    let first = w.api.sent(w.id).last().unwrap().at;
+    w.prices.set("bitcoin", "usd", "69000");
+    w.wait_for_checks(2);
+    w.prices.set("bitcoin", "usd", "70500");
+    w.wait_for_checks(2);
+    let asked_at = std::time::SystemTime::now();
+    let list = w.ask(CHAT, "/alerts");
+    // Asked well inside the cooldown (the usual case), the list says why it is quiet.
+    if asked_at.duration_since(first).unwrap() < Duration::from_secs(9) {
+        assert!(list.contains("armed, quiet for"), "{list}");
+    }
+    let second = w.wait_for_message(CHAT, "70500 USD now");
+    assert_eq!(
+        second,
+        "🔔 BTC is above 70000 USD: 70500 USD now (alert #1)"
+    );
+    let at = w
+        .api
+        .sent(w.id)
+        .iter()
+        .rev()
+        .find(|m| m.text == second)
+        .unwrap()
+        .at;
+    let gap = at.duration_since(first).unwrap();
+    assert!(
+        gap >= Duration::from_secs(10),
+        "fired again {gap:?} after the first, inside the 10 s cooldown"
+    );
+    assert_eq!(w.bells(CHAT), 2);
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// `once` is deleted when it fires; the reply says so, and /alerts no longer lists it.
+#[test]
+fn a_once_alert_fires_and_is_gone() {
+    let w = World::new();
+    let bot = w.start(&[]);
+    assert_eq!(
+        w.ask(CHAT, "/alert btc above 70000 once for 7d"),
+        "Alert #1 set: BTC above 70000 USD. Once: deleted when it fires. Expires in 7d."
+    );
+    let list = w.ask(CHAT, "/alerts");
+    assert!(
+        list.contains("#1 BTC above 70000 USD — armed, once, expires in 6d 23h"),
+        "{list}"
+    );
+    w.prices.set("bitcoin", "usd", "70500");
+    assert_eq!(
+        w.wait_for_message(CHAT, "🔔"),
+        "🔔 BTC is above 70000 USD: 70500 USD now (alert #1, once: now deleted)"
+    );
+    assert!(w.ask(CHAT, "/alerts").starts_with("You have no alerts"));
     assert_eq!(stop(bot), Some(0));
 }
 

@@ -69,6 +69,8 @@ fn alert<'a>() -> NewAlert<'a> {
         direction: "above",
         threshold: "100000",
         armed: true,
+        once: false,
+        expires_at_ms: None,
         source_update: None,
     }
 }
@@ -161,6 +163,78 @@ async fn what_one_leader_records_the_next_one_sees() {
     store_b.close().await;
     a.close().await;
     b.close().await;
+}
+
+/// The alert options on the shared store: a `once` alert is deleted when it fires, a repeating one
+/// keeps the time it fired (read back as Unix ms), and only an alert whose time is up is deleted by
+/// `expire_alerts`, each with its note queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_and_expiring_alerts_on_the_shared_store() {
+    let pg = postgres_or_skip!();
+    let a = contender(&pg.url(), TTL, "host-a").await;
+    let epoch = lead(&a, "a").await;
+    let (store, fenced) = store_of(&a, epoch);
+    let now = cryptobot::clock::unix_now_ms();
+    let add = |chat: i64, once: bool, expires_at_ms: Option<i64>| {
+        let store = store.clone();
+        async move {
+            let new = NewAlert {
+                once,
+                expires_at_ms,
+                ..alert()
+            };
+            store.add_alert(BOT, chat, &new, 5).await.unwrap().unwrap()
+        }
+    };
+    let repeat = add(1, false, None).await;
+    let once = add(2, true, None).await;
+    let due = add(3, false, Some(now - 1_000)).await;
+    let later = add(4, false, Some(now + 3_600_000)).await;
+    let rows = store.live_alerts(BOT).await.unwrap();
+    let expiry = |id| rows.iter().find(|r| r.id == id).unwrap().expires_at_ms;
+    assert_eq!(expiry(due), Some(now - 1_000));
+    assert_eq!(expiry(later), Some(now + 3_600_000));
+    assert!(rows.iter().find(|r| r.id == once).unwrap().once);
+
+    assert!(store.fire_alert(BOT, repeat, 1, "fired 1").await.unwrap());
+    assert!(store.fire_alert(BOT, once, 2, "fired 2").await.unwrap());
+    let notices = [due, later].map(|id| cryptobot::store::Firing {
+        alert_id: id,
+        chat_id: if id == due { 3 } else { 4 },
+        text: format!("expired {id}"),
+    });
+    assert_eq!(
+        store.expire_alerts(BOT, &notices, now).await.unwrap(),
+        [due]
+    );
+    let left = store.live_alerts(BOT).await.unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [repeat, later]
+    );
+    let fired_at = left[0].last_fired_at_ms.expect("the time it fired");
+    assert!(
+        (fired_at - cryptobot::clock::unix_now_ms()).abs() < 60_000,
+        "fired at {fired_at}, not now"
+    );
+    let queued: Vec<(i64, String)> = store
+        .outbox(BOT, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.chat_id, m.text))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            (1, "fired 1".to_owned()),
+            (2, "fired 2".to_owned()),
+            (3, format!("expired {due}"))
+        ]
+    );
+    assert_eq!(fenced.load(Ordering::SeqCst), 0);
+    store.close().await;
+    a.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -334,6 +334,13 @@ fn check_request(request: &Request) {
             assert_eq!(a.currency, a.currency.to_ascii_lowercase());
             assert_eq!(a.symbol, a.symbol.to_ascii_uppercase());
             check_coin_id(&a.coin_id);
+            if let Some(lifetime) = a.expires_in {
+                assert!(
+                    lifetime >= std::time::Duration::from_secs(60)
+                        && lifetime <= commands::MAX_ALERT_LIFETIME,
+                    "alert lifetime {lifetime:?} out of range"
+                );
+            }
         }
         Request::DeleteAlert(id) => assert!(*id > 0, "alert id {id}"),
         Request::Usage(usage) => assert!(

@@ -20,7 +20,7 @@ pub enum Command {
     Ping,
     #[command(description = "price of one or more coins: /price btc eth [usd]")]
     Price(String),
-    #[command(description = "price alert: /alert btc above 70000 [usd]")]
+    #[command(description = "price alert: /alert btc above 70000 [usd] [once] [for 7d]")]
     Alert(String),
     #[command(description = "list your price alerts")]
     Alerts,
@@ -34,8 +34,7 @@ pub enum Command {
 
 pub const PRICE_USAGE: &str =
     "Usage: /price <coin> [more coins] [currency], e.g. /price btc eth usd";
-pub const ALERT_USAGE: &str =
-    "Usage: /alert <coin> above|below <price> [currency], e.g. /alert btc above 70000 usd";
+pub const ALERT_USAGE: &str = "Usage: /alert <coin> above|below <price> [currency] [once|repeat] [for <n>m|h|d], e.g. /alert btc above 70000 usd once for 7d";
 pub const DELALERT_USAGE: &str = "Usage: /delalert <id> (see /alerts for the ids)";
 /// At most this many coins in one /price.
 pub const MAX_PRICE_COINS: usize = 10;
@@ -78,7 +77,14 @@ pub struct AlertRequest {
     pub direction: Direction,
     pub threshold: Decimal,
     pub currency: String,
+    /// `once`: deleted when it fires; else (`repeat`, the default) re-armed on the way back.
+    pub once: bool,
+    /// `for 7d`: deleted (the chat told) this long after it was set.
+    pub expires_in: Option<std::time::Duration>,
 }
+
+/// The longest `for <n>m|h|d` an alert may be given: a year.
+pub const MAX_ALERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 /// What one message asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,24 +224,61 @@ pub fn parse_amount(text: &str) -> Option<Decimal> {
     (amount > Decimal::ZERO).then(|| amount.normalize())
 }
 
-/// `/alert btc above 70000 [usd]`
+/// `/alert btc above 70000 [usd] [once|repeat] [for 7d]`: the options in any order, each at most once.
 pub fn parse_alert(args: &str, coins: &CoinMap, default_currency: &str) -> Option<AlertRequest> {
-    // At most 4 words make an alert; a fifth is enough to refuse it.
-    let words: Vec<&str> = args.split_whitespace().take(5).collect();
-    let (coin, direction, amount, currency) = match words[..] {
-        [coin, direction, amount] => (coin, direction, amount, default_currency.to_owned()),
-        [coin, direction, amount, currency] if is_currency(currency) => {
-            (coin, direction, amount, currency.to_ascii_lowercase())
-        }
-        _ => return None,
+    // At most 7 words make an alert (3 + currency + once + for 7d); an eighth is enough to refuse it.
+    let words: Vec<&str> = args.split_whitespace().take(8).collect();
+    let [coin, direction, amount, ref rest @ ..] = words[..] else {
+        return None;
     };
+    let mut rest = rest;
+    let mut currency = default_currency.to_owned();
+    if let [first, tail @ ..] = rest
+        && is_currency(first)
+    {
+        currency = first.to_ascii_lowercase();
+        rest = tail;
+    }
+    let (mut once, mut expires_in) = (None, None);
+    while let [word, tail @ ..] = rest {
+        match word.to_ascii_lowercase().as_str() {
+            "once" | "repeat" if once.is_none() => once = Some(word.eq_ignore_ascii_case("once")),
+            "for" if expires_in.is_none() => {
+                let [span, tail @ ..] = tail else { return None };
+                expires_in = Some(parse_lifetime(span)?);
+                rest = tail;
+                continue;
+            }
+            _ => return None,
+        }
+        rest = tail;
+    }
     Some(AlertRequest {
         symbol: coin.to_ascii_uppercase(),
         coin_id: coins.resolve(coin)?,
         direction: Direction::parse(&direction.to_ascii_lowercase())?,
         threshold: parse_amount(amount)?,
         currency,
+        once: once.unwrap_or(false),
+        expires_in,
     })
+}
+
+/// `30m`, `12h`, `7d`: a whole number of minutes, hours or days, from a minute to a year.
+pub fn parse_lifetime(text: &str) -> Option<std::time::Duration> {
+    let unit = match text.chars().last()?.to_ascii_lowercase() {
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let digits = &text[..text.len() - 1];
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds = digits.parse::<u64>().ok()?.checked_mul(unit)?;
+    let lifetime = std::time::Duration::from_secs(seconds);
+    (seconds >= 60 && lifetime <= MAX_ALERT_LIFETIME).then_some(lifetime)
 }
 
 #[cfg(test)]
@@ -361,9 +404,50 @@ mod tests {
             "/alert btc above NaN",
             "/alert btc above 100 notacurrency",
             "/alert btc above 100 usd extra",
+            "/alert btc above 100 once once",
+            "/alert btc above 100 once repeat",
+            "/alert btc above 100 for",
+            "/alert btc above 100 for 7",
+            "/alert btc above 100 for 7w",
+            "/alert btc above 100 for 0d",
+            "/alert btc above 100 for 30s",
+            "/alert btc above 100 for 366d",
+            "/alert btc above 100 for -1d",
+            "/alert btc above 100 for 1d for 2d",
+            "/alert btc above 100 once usd",
+            "/alert btc above 100 usd once for 7d extra",
         ] {
             assert_eq!(request(text), Some(Request::Usage(ALERT_USAGE)), "{text}");
         }
+    }
+
+    #[test]
+    fn alert_options_come_in_any_order_after_the_currency() {
+        let options = |text: &str| match request(text) {
+            Some(Request::Alert(a)) => (a.currency, a.once, a.expires_in.map(|d| d.as_secs())),
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(options("/alert btc above 100"), ("usd".into(), false, None));
+        assert_eq!(
+            options("/alert btc above 100 once"),
+            ("usd".into(), true, None)
+        );
+        assert_eq!(
+            options("/alert btc above 100 EUR repeat for 30m"),
+            ("eur".into(), false, Some(1_800))
+        );
+        assert_eq!(
+            options("/alert btc above 100 for 7d ONCE"),
+            ("usd".into(), true, Some(7 * 86_400))
+        );
+        assert_eq!(
+            options("/alert btc above 100 usd once for 365d"),
+            ("usd".into(), true, Some(365 * 86_400))
+        );
+        assert_eq!(
+            options("/alert btc above 100 for 1m"),
+            ("usd".into(), false, Some(60))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`PriceSource`], alerts in the [`Store`]. Replies are returned, not sent: the update source queues
 //! them in the outbox in the same transaction that marks the update handled.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use rust_decimal::Decimal;
 use teloxide::types::{ChatId, Update, UpdateKind};
 use tokio_util::sync::CancellationToken;
 
+use super::alerts::AlertRules;
 use super::commands::{self, AlertRequest, Direction, PriceRequest, Request};
 use super::prices::{ChatLimiter, CoinMap, PriceError, PriceSource};
 use crate::live_status::LiveStatus;
@@ -44,6 +46,7 @@ pub struct BotSettings {
     pub default_currency: String,
     pub max_alerts_per_chat: i64,
     pub coins: CoinMap,
+    pub alert_rules: AlertRules,
 }
 
 impl BotSettings {
@@ -53,6 +56,7 @@ impl BotSettings {
             default_currency: options.default_currency.clone(),
             max_alerts_per_chat: options.max_alerts_per_chat as i64,
             coins: CoinMap::with_extra(&options.coins),
+            alert_rules: AlertRules::new(options.alert_hysteresis_percent, options.alert_cooldown),
         }
     }
 }
@@ -264,6 +268,9 @@ impl<P: PriceSource> Service<P> {
         };
         let already = current.is_some_and(|p| crossed(a.direction, p, a.threshold));
         let threshold = a.threshold.to_string();
+        let expires_at_ms = a
+            .expires_in
+            .map(|d| crate::clock::unix_now_ms().saturating_add(d.as_millis() as i64));
         let new = NewAlert {
             symbol: &a.symbol,
             coin_id: &a.coin_id,
@@ -271,8 +278,17 @@ impl<P: PriceSource> Service<P> {
             direction: a.direction.as_str(),
             threshold: &threshold,
             armed: !already,
+            once: a.once,
+            expires_at_ms,
             source_update: Some(source_update),
         };
+        let mut options = String::new();
+        if a.once {
+            options.push_str(" Once: deleted when it fires.");
+        }
+        if let Some(d) = a.expires_in {
+            options.push_str(&format!(" Expires in {}.", span(d)));
+        }
         let currency = a.currency.to_ascii_uppercase();
         let cap = self.settings().max_alerts_per_chat;
         match self.store.add_alert(self.bot_id, chat, &new, cap).await {
@@ -280,14 +296,14 @@ impl<P: PriceSource> Service<P> {
                 "You have {cap} alerts, the most a chat can have; delete one with /delalert first."
             ),
             Ok(Some(id)) if already => format!(
-                "Alert #{id} set: {} {} {threshold} {currency}. It is already {} ({} {currency} now), so I will tell you the next time it crosses.",
+                "Alert #{id} set: {} {} {threshold} {currency}. It is already {} ({} {currency} now), so I will tell you the next time it crosses.{options}",
                 a.symbol,
                 a.direction.as_str(),
                 a.direction.as_str(),
                 current.unwrap_or_default()
             ),
             Ok(Some(id)) => format!(
-                "Alert #{id} set: {} {} {threshold} {currency}.",
+                "Alert #{id} set: {} {} {threshold} {currency}.{options}",
                 a.symbol,
                 a.direction.as_str()
             ),
@@ -301,26 +317,84 @@ impl<P: PriceSource> Service<P> {
                 "You have no alerts. Set one with /alert btc above 70000.".to_owned()
             }
             Ok(alerts) => {
+                let rules = self.settings().alert_rules;
+                let now_ms = crate::clock::unix_now_ms();
                 let mut text = String::from("Your alerts:\n");
                 for a in alerts {
-                    text.push_str(&format!(
-                        "#{} {} {} {} {}{}\n",
-                        a.id,
-                        a.symbol,
-                        a.direction,
-                        a.threshold,
-                        a.currency.to_ascii_uppercase(),
-                        if a.fired_count > 0 {
-                            format!(" (fired {}×)", a.fired_count)
-                        } else {
-                            String::new()
-                        }
-                    ));
+                    text.push_str(&alert_line(&a, rules, now_ms));
+                    text.push('\n');
                 }
                 text
             }
             Err(e) => self.storage_trouble(&e),
         }
+    }
+}
+
+/// One line of `/alerts`: the alert, then its state: armed (or quiet for its cooldown), or fired and
+/// waiting for the price to move back past its re-arm level; `once`; when it expires.
+fn alert_line(a: &crate::store::AlertRow, rules: AlertRules, now_ms: i64) -> String {
+    let currency = a.currency.to_ascii_uppercase();
+    let mut state = Vec::new();
+    let quiet_for = a
+        .last_fired_at_ms
+        .map(|t| rules.cooldown.as_millis() as i64 - now_ms.saturating_sub(t))
+        .filter(|left| *left > 0);
+    match (
+        a.armed,
+        Direction::parse(&a.direction),
+        Decimal::from_str(&a.threshold),
+    ) {
+        (true, ..) => match quiet_for {
+            Some(left) => state.push(format!(
+                "armed, quiet for {} (cooldown)",
+                span(Duration::from_millis(left as u64))
+            )),
+            None => state.push("armed".to_owned()),
+        },
+        (false, Some(direction), Ok(threshold)) => {
+            let side = match direction {
+                Direction::Above => "below",
+                Direction::Below => "above",
+            };
+            state.push(format!(
+                "re-arms {side} {} {currency}",
+                rules.rearm_level(direction, threshold)
+            ));
+        }
+        (false, ..) => state.push("waiting to re-arm".to_owned()),
+    }
+    if a.fired_count > 0 {
+        state.push(format!("fired {}×", a.fired_count));
+    }
+    if a.once {
+        state.push("once".to_owned());
+    }
+    if let Some(at) = a.expires_at_ms {
+        let left = Duration::from_millis(at.saturating_sub(now_ms).max(0) as u64);
+        state.push(format!("expires in {}", span(left)));
+    }
+    format!(
+        "#{} {} {} {} {currency} — {}",
+        a.id,
+        a.symbol,
+        a.direction,
+        a.threshold,
+        state.join(", ")
+    )
+}
+
+/// A duration as people say it: `6d 23h`, `3h 5m`, `12m`, `40s`.
+pub fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
     }
 }
 

@@ -167,6 +167,15 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "Seconds between price alert checks (\\fBalert_interval\\fR; default 60).",
     ),
     (
+        "CRYPTOBOT_ALERT_HYSTERESIS",
+        "Percent of its threshold the price must move back before a fired alert re\\-arms \
+         (\\fBalert_hysteresis\\fR; default 0.5; 0 to 50).",
+    ),
+    (
+        "CRYPTOBOT_ALERT_COOLDOWN",
+        "Seconds an alert stays quiet after it fired (\\fBalert_cooldown\\fR; default 900; 0 to 86400).",
+    ),
+    (
         "CRYPTOBOT_MAX_ALERTS_PER_CHAT",
         "Price alerts one chat may have (\\fBmax_alerts_per_chat\\fR; default 20).",
     ),

@@ -243,11 +243,26 @@ impl Store {
         Ok(alerts)
     }
 
-    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its
-    /// message queued together, so a crash neither loses a notification nor sends one twice for one
-    /// crossing. Returns the ids of those that fired (an alert already disarmed is skipped).
+    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed (a
+    /// `once` one deleted) and its message queued together, so a crash neither loses a notification
+    /// nor sends one twice for one crossing. Returns the ids of those that fired (an alert already
+    /// disarmed or deleted is skipped).
     pub async fn fire_alerts(&self, bot_id: u64, firings: &[Firing]) -> Result<Vec<i64>> {
         on_backend!(self, s => s.fire_alerts(bot_id, firings))
+    }
+
+    /// Deletes the alerts of `notices` that expired by `now_ms` (Unix ms) and queues each one's note,
+    /// in one transaction. Returns the ids deleted.
+    pub async fn expire_alerts(
+        &self,
+        bot_id: u64,
+        notices: &[Firing],
+        now_ms: i64,
+    ) -> Result<Vec<i64>> {
+        if notices.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_backend!(self, s => s.expire_alerts(bot_id, notices, now_ms))
     }
 
     /// [`Store::fire_alerts`] for one alert: true if it fired.

@@ -25,12 +25,16 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
-use super::sqlite::{ALERT_COLUMNS, AlertTuple, Firing};
+use super::sqlite::{AlertTuple, Firing};
 use super::{
     AlertRow, Error, Handled, HandledUpdate, InboxUpdate, NewAlert, OutboxMessage, PRUNE_EVERY,
     RECENT_UPDATES, Result,
 };
 use crate::instance::lease::Lease;
+
+/// The columns of an [`AlertRow`], as SQLite's store reads them: the times as Unix milliseconds.
+const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count, once, \
+     (extract(epoch FROM last_fired_at) * 1000)::bigint, (extract(epoch FROM expires_at) * 1000)::bigint FROM alerts";
 
 /// Locks the lease row for share when `$2` is the current, unexpired epoch of bot `$1` held by the
 /// instance `$3`; no row otherwise (a successor exists, or the lease expired): the write is refused.
@@ -406,8 +410,8 @@ impl PgStore {
                 return Ok(None);
             }
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at, source_update)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), $9) RETURNING id",
+                "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at, source_update, once, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), $9, $10, to_timestamp($11::bigint / 1000.0)) RETURNING id",
             )
             .bind(bot_id as i64)
             .bind(chat_id)
@@ -418,6 +422,8 @@ impl PgStore {
             .bind(alert.threshold)
             .bind(alert.armed)
             .bind(alert.source_update)
+            .bind(alert.once)
+            .bind(alert.expires_at_ms)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.fail(e))?;
@@ -505,28 +511,80 @@ impl PgStore {
                 .iter()
                 .filter(|f| done.contains(&f.alert_id))
                 .collect();
-            if !rows.is_empty() {
-                let chats: Vec<i64> = rows.iter().map(|f| f.chat_id).collect();
-                let texts: Vec<&str> = rows.iter().map(|f| f.text.as_str()).collect();
-                // In the order given: the outbox's ids follow it.
-                sqlx::query(
-                    "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
-                     SELECT $1, m.chat_id, m.text, $4, now()
-                     FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS m(chat_id, text, n)
-                     ORDER BY m.n",
-                )
-                .bind(bot_id as i64)
-                .bind(&chats)
-                .bind(&texts)
-                .bind(self.epoch)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.fail(e))?;
+            let fired: Vec<i64> = rows.iter().map(|f| f.alert_id).collect();
+            if !fired.is_empty() {
+                sqlx::query("DELETE FROM alerts WHERE once AND id = ANY($1)")
+                    .bind(&fired)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail(e))?;
             }
+            self.queue_messages(&mut tx, bot_id, &rows).await?;
+            self.commit(tx).await?;
+            Ok(fired)
+        })
+        .await
+    }
+
+    pub async fn expire_alerts(
+        &self,
+        bot_id: u64,
+        notices: &[Firing],
+        now_ms: i64,
+    ) -> Result<Vec<i64>> {
+        self.bounded(async {
+            let mut tx = self.begin_fenced().await?;
+            let ids: Vec<i64> = notices.iter().map(|f| f.alert_id).collect();
+            let done: std::collections::HashSet<i64> = sqlx::query_scalar(
+                "DELETE FROM alerts WHERE bot_id = $1 AND id = ANY($2)
+                 AND expires_at <= to_timestamp($3::bigint / 1000.0) RETURNING id",
+            )
+            .bind(bot_id as i64)
+            .bind(&ids)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .collect();
+            let rows: Vec<&Firing> = notices
+                .iter()
+                .filter(|f| done.contains(&f.alert_id))
+                .collect();
+            self.queue_messages(&mut tx, bot_id, &rows).await?;
             self.commit(tx).await?;
             Ok(rows.iter().map(|f| f.alert_id).collect())
         })
         .await
+    }
+
+    /// Queues the messages of `rows` in the outbox, in their order (the outbox's ids follow it),
+    /// inside `tx`.
+    async fn queue_messages(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        bot_id: u64,
+        rows: &[&Firing],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let chats: Vec<i64> = rows.iter().map(|f| f.chat_id).collect();
+        let texts: Vec<&str> = rows.iter().map(|f| f.text.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO outbox (bot_id, chat_id, text, epoch, created_at)
+             SELECT $1, m.chat_id, m.text, $4, now()
+             FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS m(chat_id, text, n)
+             ORDER BY m.n",
+        )
+        .bind(bot_id as i64)
+        .bind(&chats)
+        .bind(&texts)
+        .bind(self.epoch)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     pub async fn rearm_alerts(&self, ids: &[i64]) -> Result<()> {

@@ -13,7 +13,6 @@ use sqlx::sqlite::{
 
 use super::{Handled, InboxUpdate, PRUNE_EVERY, RECENT_UPDATES};
 use crate::exit::{Failure, Result};
-use crate::instance::holder::unix_now;
 
 /// The versioned migrations, in order. A new schema change is a new file and a new line here.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -43,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0005_handled_updates.sql"),
     ),
     (6, "inbox", include_str!("migrations/sqlite/0006_inbox.sql")),
+    (
+        7,
+        "alert options",
+        include_str!("migrations/sqlite/0007_alert_options.sql"),
+    ),
 ];
 
 /// Ids in one `IN (…)` list, or rows in one multi-row statement (at most 5 parameters a row): far
@@ -52,7 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const CHUNK: usize = 500;
 
 fn now_ms() -> i64 {
-    unix_now().as_millis() as i64
+    crate::clock::unix_now_ms()
 }
 
 /// `<head> (?, ?, …)`: a statement that ends in the `IN` list of `ids` (at most [`CHUNK`]).
@@ -65,6 +69,28 @@ fn with_id_list(head: &'static str, ids: &[i64]) -> sqlx::QueryBuilder<'static, 
     }
     list.push_unseparated(")");
     query
+}
+
+/// Queues the messages of `rows` in the outbox, in their order, inside `tx`.
+async fn queue_messages(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    bot_id: u64,
+    rows: &[&Firing],
+    now_ms: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert =
+        sqlx::QueryBuilder::new("INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) ");
+    insert.push_values(rows, |mut row, f| {
+        row.push_bind(bot_id as i64)
+            .push_bind(f.chat_id)
+            .push_bind(f.text.as_str())
+            .push_bind(now_ms);
+    });
+    insert.build().persistent(false).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// A message waiting in the outbox.
@@ -86,12 +112,16 @@ pub struct NewAlert<'a> {
     pub direction: &'a str,
     pub threshold: &'a str,
     pub armed: bool,
+    /// Deleted when it fires (`once`), else re-armed on the way back (`repeat`).
+    pub once: bool,
+    /// When it is deleted, the chat told (Unix milliseconds).
+    pub expires_at_ms: Option<i64>,
     /// The fingerprint of the update that sets it: handling that update again finds this alert
     /// instead of adding a second one.
     pub source_update: Option<i64>,
 }
 
-pub(crate) const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count FROM alerts";
+const ALERT_COLUMNS: &str = "SELECT id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count, once, last_fired_at_ms, expires_at_ms FROM alerts";
 
 /// A stored alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,9 +135,15 @@ pub struct AlertRow {
     pub threshold: String,
     pub armed: bool,
     pub fired_count: i64,
+    pub once: bool,
+    /// When it last fired (Unix milliseconds).
+    pub last_fired_at_ms: Option<i64>,
+    /// When it expires (Unix milliseconds).
+    pub expires_at_ms: Option<i64>,
 }
 
-/// An alert to fire: disarm it and queue its message (`Store::fire_alerts`).
+/// An alert to fire (disarm it, or delete a `once` one, and queue its message: `Store::fire_alerts`),
+/// or one that expired (delete it and queue the note: `Store::expire_alerts`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Firing {
     pub alert_id: i64,
@@ -115,11 +151,37 @@ pub struct Firing {
     pub text: String,
 }
 
-pub(crate) type AlertTuple = (i64, i64, String, String, String, String, String, bool, i64);
+pub(crate) type AlertTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    i64,
+    bool,
+    Option<i64>,
+    Option<i64>,
+);
 
 impl From<AlertTuple> for AlertRow {
     fn from(
-        (id, chat_id, symbol, coin_id, currency, direction, threshold, armed, fired_count): AlertTuple,
+        (
+            id,
+            chat_id,
+            symbol,
+            coin_id,
+            currency,
+            direction,
+            threshold,
+            armed,
+            fired_count,
+            once,
+            last_fired_at_ms,
+            expires_at_ms,
+        ): AlertTuple,
     ) -> Self {
         Self {
             id,
@@ -131,6 +193,9 @@ impl From<AlertTuple> for AlertRow {
             threshold,
             armed,
             fired_count,
+            once,
+            last_fired_at_ms,
+            expires_at_ms,
         }
     }
 }
@@ -513,8 +578,8 @@ impl SqliteStore {
             return Ok(None);
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at_ms, source_update)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO alerts (bot_id, chat_id, symbol, coin_id, currency, direction, threshold, armed, created_at_ms, source_update, once, expires_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(bot_id as i64)
         .bind(chat_id)
@@ -526,6 +591,8 @@ impl SqliteStore {
         .bind(alert.armed)
         .bind(now_ms())
         .bind(alert.source_update)
+        .bind(alert.once)
+        .bind(alert.expires_at_ms)
         .fetch_one(&mut *tx)
         .await?;
         // A user who writes to the bot again has unblocked it: alerts flow again.
@@ -592,9 +659,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed and its
-    /// message queued together, so a crash neither loses a notification nor sends one twice for one
-    /// crossing. Returns the ids of the alerts that fired (one already disarmed is skipped).
+    /// Fires the alerts of `firings` that are still armed, in one transaction: each disarmed (a
+    /// `once` one deleted) and its message queued together, so a crash neither loses a notification
+    /// nor sends one twice for one crossing. Returns the ids of the alerts that fired (one already
+    /// disarmed or deleted is skipped).
     pub async fn fire_alerts(
         &self,
         bot_id: u64,
@@ -635,20 +703,60 @@ impl SqliteStore {
             if rows.is_empty() {
                 continue;
             }
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO outbox (bot_id, chat_id, text, created_at_ms) ",
-            );
-            insert.push_values(&rows, |mut row, f| {
-                row.push_bind(bot_id as i64)
-                    .push_bind(f.chat_id)
-                    .push_bind(f.text.as_str())
-                    .push_bind(now);
-            });
-            insert.build().persistent(false).execute(&mut *tx).await?;
-            fired.extend(rows.iter().map(|f| f.alert_id));
+            let ids: Vec<i64> = rows.iter().map(|f| f.alert_id).collect();
+            with_id_list("DELETE FROM alerts WHERE once = 1 AND id IN", &ids)
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+            queue_messages(&mut tx, bot_id, &rows, now).await?;
+            fired.extend(ids);
         }
         tx.commit().await?;
         Ok(fired)
+    }
+
+    /// Deletes the alerts of `notices` whose time is up (`expires_at_ms` not after `now_ms`) and
+    /// queues each one's note to its chat, in one transaction. Returns the ids deleted.
+    pub async fn expire_alerts(
+        &self,
+        bot_id: u64,
+        notices: &[Firing],
+        now_ms: i64,
+    ) -> std::result::Result<Vec<i64>, sqlx::Error> {
+        if notices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut expired = Vec::new();
+        for chunk in notices.chunks(CHUNK) {
+            let mut delete = sqlx::QueryBuilder::new("DELETE FROM alerts WHERE bot_id = ");
+            delete
+                .push_bind(bot_id as i64)
+                .push(" AND expires_at_ms <= ")
+                .push_bind(now_ms)
+                .push(" AND id IN (");
+            let mut list = delete.separated(", ");
+            for f in chunk {
+                list.push_bind(f.alert_id);
+            }
+            list.push_unseparated(") RETURNING id");
+            let done: std::collections::HashSet<i64> = delete
+                .build_query_scalar::<i64>()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            let rows: Vec<&Firing> = chunk
+                .iter()
+                .filter(|f| done.contains(&f.alert_id))
+                .collect();
+            queue_messages(&mut tx, bot_id, &rows, now_ms).await?;
+            expired.extend(rows.iter().map(|f| f.alert_id));
+        }
+        tx.commit().await?;
+        Ok(expired)
     }
 
     /// Re-arms these alerts (the price is back on the other side of their thresholds).
@@ -728,6 +836,8 @@ mod tests {
                 threshold: "100",
                 // The third is already disarmed (fired at an earlier crossing).
                 armed: chat != 3,
+                once: false,
+                expires_at_ms: None,
                 source_update: None,
             };
             let id = store.add_alert(1, chat, &alert, 20).await.unwrap().unwrap();
@@ -932,6 +1042,8 @@ mod tests {
             direction: "above",
             threshold: "1",
             armed: true,
+            once: false,
+            expires_at_ms: None,
             source_update: source,
         };
         let first = store.add_alert(1, 5, &alert(Some(77)), 10).await.unwrap();

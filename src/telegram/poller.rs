@@ -491,6 +491,7 @@ mod tests {
             default_currency: "usd".into(),
             max_alerts_per_chat: 5,
             coins: Default::default(),
+            alert_rules: Default::default(),
         }));
         let service = Service {
             prices: Arc::new(CoinGecko::new(api_url, None, Duration::ZERO).unwrap()),

@@ -146,6 +146,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "inbox",
         include_str!("migrations/postgres/0005_inbox.sql"),
     ),
+    (
+        6,
+        "alert options",
+        include_str!("migrations/postgres/0006_alert_options.sql"),
+    ),
 ];
 
 /// Serialises the creation of the schema between hosts starting at once (`CREATE SCHEMA IF NOT EXISTS`
