@@ -59,6 +59,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Ask the running instance to reload its configuration (SIGHUP: what `systemctl reload` does)
+    Reload,
     /// Validate the configuration and print the effective values (token redacted)
     CheckConfig,
     /// Diagnose: config, token, webhook, lock holder, systemd unit, recent conflicts (exit 1 on problems)
@@ -153,6 +155,19 @@ fn dispatch(cli: &Cli, env: &Env) -> Result<u8> {
                 println!("{lease}");
             }
             Ok(code)
+        }
+        Command::Reload => {
+            // As the unit's ExecReload=, systemd names the main process in $MAINPID; the unit's
+            // sandbox (ProcSubset=pid) hides /proc/locks, where the lock's holder is found otherwise.
+            let report = match env.get("MAINPID").and_then(|p| p.parse::<u32>().ok()) {
+                Some(pid) if pid > 1 => control::reload_pid(None, pid)?,
+                _ => {
+                    let (dir, bot) = inspect_target(config_path, env)?;
+                    control::reload(&dir, bot)?
+                }
+            };
+            println!("{report}");
+            Ok(0)
         }
         Command::Stop { timeout, force } => {
             let (dir, bot) = inspect_target(config_path, env)?;

@@ -1,8 +1,8 @@
 //! `systemctl reload cryptobot` (SIGHUP): re-read the configuration, the token and the webhook secret,
 //! and apply what can change without dropping the lock, the lease or the poll.
 //!
-//! systemd 252 has no `Type=notify-reload`, so the unit's `ExecReload=` sends SIGHUP and we announce
-//! `RELOADING=1` … `READY=1` around the work. A configuration that does not validate is refused with one
+//! systemd 252 has no `Type=notify-reload`, so the unit's `ExecReload=` (`cryptobot reload`) sends
+//! SIGHUP and we announce `RELOADING=1` … `READY=1` around the work. A configuration that does not validate is refused with one
 //! log line and the running one is kept: never a crash, never a restart.
 //!
 //! Applied at once: `log`; the bot's `admin_chat_ids`, `default_currency`, `max_alerts_per_chat`,

@@ -246,3 +246,40 @@ fn a_handler_that_never_returns_stops_the_watchdog_while_the_process_lives() {
     bot.signal(Signal::SIGTERM);
     assert_eq!(bot.wait_exit(T).code(), Some(0));
 }
+
+/// `cryptobot reload` (the units' `ExecReload=`, which needs no /bin/kill): SIGHUP to the instance
+/// holding the lock, seen as RELOADING=1 then READY=1; with no instance running, exit 1 saying so.
+#[test]
+fn cryptobot_reload_asks_the_running_instance_to_reload() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    api.add_bot(&token, "reload_command_bot");
+    let host = Host::new(&token, &api.url());
+    let (status, _, stderr) = host.run_to_end(&["reload"], T);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing to reload"), "{stderr}");
+
+    let notify = NotifySocket::new();
+    let mut bot = host.spawn_run(Some(&notify), &[]);
+    notify.wait_for("READY=1", T);
+    let (status, stdout, stderr) = host.run_to_end(&["reload"], T);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("PID {} asked to reload", bot.pid())),
+        "{stdout}"
+    );
+    notify.wait_for("RELOADING=1", T);
+    notify.wait_for("READY=1", T);
+    // As ExecReload=: systemd names the main process in $MAINPID (the unit's sandbox hides
+    // /proc/locks, so the lock's holder could not be found there).
+    let mut cmd = host.command(&["reload"]);
+    cmd.env("MAINPID", bot.pid().to_string())
+        .env("CRYPTOBOT_RUNTIME_DIR", host.dir.path().join("elsewhere"));
+    let (status, stdout, stderr) = support::run_command_to_end(cmd, T);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("asked to reload"), "{stdout}");
+    notify.wait_for("RELOADING=1", T);
+    notify.wait_for("READY=1", T);
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0));
+}

@@ -76,7 +76,7 @@ pub const FILES: &[(&str, &str)] = &[
          Never delete it: the kernel releases the lock when the holder dies.",
     ),
     (
-        "/lib/systemd/system/cryptobot.service",
+        "/usr/lib/systemd/system/cryptobot.service",
         "The unit; \\fIcryptobot@.service\\fR is its template for more bots, and \\fIcryptobot.socket\\fR / \
          \\fIcryptobot@.socket\\fR pass it the socket for /healthz and /metrics \
          (\\fBsystemctl enable \\-\\-now cryptobot.socket\\fR). Change them with \\fBsystemctl edit\\fR.",

@@ -1,8 +1,9 @@
-//! `cryptobot status` and `cryptobot stop`: operator commands on the instance lock.
+//! `cryptobot status`, `cryptobot stop` and `cryptobot reload`: operator commands on the instance lock.
 //!
-//! Neither command takes the lock, even briefly: `status` reads `/proc/locks` and the holder's files, so a
-//! starting instance is never refused because someone looked; `stop` signals the holder and watches the
-//! kernel's lock record until it is gone.
+//! None takes the lock, even briefly: `status` reads `/proc/locks` and the holder's files, so a starting
+//! instance is never refused because someone looked; `stop` signals the holder and watches the kernel's
+//! lock record until it is gone; `reload` sends the holder SIGHUP (the units' `ExecReload=`: it needs
+//! nothing outside the package, where `/bin/kill` needs procps, absent from minimal systems).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -143,6 +144,47 @@ pub fn status(runtime_dir: &Path, bot_id: Option<u64>) -> (String, u8) {
 pub struct StopOptions {
     pub timeout: Duration,
     pub force: bool,
+}
+
+/// `cryptobot reload`: SIGHUP to every holder (of `bot_id`, or all), which re-reads its configuration
+/// (src/reload.rs; its log says what changed). Exit 1 when no instance runs: nothing was reloaded.
+pub fn reload(runtime_dir: &Path, bot_id: Option<u64>) -> Result<String> {
+    let holders: Vec<(u64, u32)> = match bot_id {
+        Some(id) => vec![lock_state(runtime_dir, id)],
+        None => all_lock_states(runtime_dir),
+    }
+    .into_iter()
+    .filter_map(|s| Some((s.bot_id, s.holder_pid?)))
+    .collect();
+    if holders.is_empty() {
+        return Err(Failure::new(
+            Code::Problem,
+            format!(
+                "no cryptobot instance is running (runtime dir {}): nothing to reload",
+                runtime_dir.display()
+            ),
+        ));
+    }
+    let mut report = Vec::new();
+    for (bot, pid) in holders {
+        report.push(reload_pid(Some(bot), pid)?);
+    }
+    Ok(report.join("\n"))
+}
+
+/// SIGHUP to `pid` (of bot `bot`, when known): `cryptobot reload` as the unit's `ExecReload=`, where
+/// systemd names the main process in `$MAINPID`.
+pub fn reload_pid(bot: Option<u64>, pid: u32) -> Result<String> {
+    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).map_err(|e| {
+        Failure::new(
+            Code::Problem,
+            format!("cannot signal PID {pid}: {e}; run as the same user or as root"),
+        )
+    })?;
+    let who = bot.map_or_else(String::new, |bot| format!("bot {bot}: "));
+    Ok(format!(
+        "{who}PID {pid} asked to reload its configuration (SIGHUP); its log says what changed"
+    ))
 }
 
 /// `cryptobot stop`: SIGTERM to every holder (of `bot_id`, or all), wait until the locks are free.
