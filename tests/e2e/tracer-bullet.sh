@@ -63,7 +63,12 @@ out=${out//$'\r'/} # apt runs dpkg on a pty: CRLF line ends
 printf '%s\n' "$out" | sed 's/^/    | /' >&2
 hints=$(printf '%s\n' "$out" | grep -cxF "$HINT" || true)
 [[ $hints == 1 ]] || fail "expected the hint line exactly once in the install output, got $hints"
-ct_exec getent passwd cryptobot >/dev/null || fail "no user cryptobot"
+entry=$(ct_exec getent passwd cryptobot) || fail "no user cryptobot"
+# Made by systemd-sysusers from /usr/lib/sysusers.d/cryptobot.conf: a system user, its home the state
+# directory, no login shell.
+IFS=: read -r _ _ uid _ _ home shell <<<"$entry"
+((uid < 1000)) || fail "cryptobot is not a system user (uid $uid)"
+[[ $home == /var/lib/cryptobot && $shell == /usr/sbin/nologin ]] || fail "user cryptobot: home $home, shell $shell"
 ct_exec getent group cryptobot >/dev/null || fail "no group cryptobot"
 [[ $(ct_exec systemctl is-enabled cryptobot.service || true) == enabled ]] || fail "cryptobot.service is not enabled"
 service_is inactive || fail "cryptobot.service was started without a token (ActiveState=$(unit_prop ActiveState))"
