@@ -96,9 +96,23 @@ pub fn main() -> ExitCode {
     match dispatch(&cli, &env) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("cryptobot: {}", failure.message);
+            report(&failure);
             ExitCode::from(failure.code as u8)
         }
+    }
+}
+
+/// The failure that ends the process: one line on stderr, or, when the run logs to the journal, one
+/// record there with its exit code and its catalog id (`journalctl -x` explains it).
+fn report(failure: &Failure) {
+    use crate::systemd::logging::{Target, target};
+    let code = failure.code as u8;
+    match (target(), failure.message_id) {
+        (Some(Target::Journal), Some(id)) => {
+            tracing::error!(message_id = id, exit_status = code, "{}", failure.message);
+        }
+        (Some(Target::Journal), None) => tracing::error!(exit_status = code, "{}", failure.message),
+        _ => eprintln!("cryptobot: {}", failure.message),
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Code {
 pub struct Failure {
     pub code: Code,
     pub message: String,
+    /// The journal catalog's id of this event (`crate::systemd::catalog`), when an operator must act.
+    pub message_id: Option<&'static str>,
 }
 
 impl Failure {
@@ -41,7 +43,14 @@ impl Failure {
         Self {
             code,
             message: message.into(),
+            message_id: None,
         }
+    }
+
+    /// This failure with its journal catalog id (`MESSAGE_ID` when it is logged to the journal).
+    pub fn with_message_id(mut self, id: &'static str) -> Self {
+        self.message_id = Some(id);
+        self
     }
     pub fn config(message: impl Into<String>) -> Self {
         Self::new(Code::Config, message)

@@ -49,6 +49,7 @@ pub(super) async fn supervise(
                 Err(stall) if !starved => {
                     starved = true;
                     tracing::error!(
+                        message_id = crate::systemd::catalog::WATCHDOG_WITHHELD,
                         "{stall}: withholding WATCHDOG=1 so systemd restarts the service"
                     );
                 }

@@ -386,6 +386,7 @@ impl Outbound {
             return Some(message);
         };
         tracing::warn!(
+            message_id = crate::systemd::catalog::MESSAGE_EXPIRED,
             bot_id = self.bot_id,
             chat_id = message.chat_id,
             "message dropped unsent: queued {} ago, longer than the outbox expiry ({})",

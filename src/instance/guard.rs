@@ -193,7 +193,7 @@ fn refusal(mut file: File, path: &Path, runtime_dir: &Path, bot_id: u64) -> Fail
             path.display()
         ),
     };
-    Failure::new(Code::TempFail, message)
+    Failure::new(Code::TempFail, message).with_message_id(crate::systemd::catalog::SECOND_INSTANCE)
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub fn handed_over(request: &ControlRequest) -> Failure {
         Code::Restart,
         format!("{how}: stopped cleanly; systemd starts this instance again as a standby"),
     )
+    .with_message_id(crate::systemd::catalog::LEASE_HANDED_OVER)
 }
 
 pub(crate) fn lease_failure(e: &lease::LeaseError) -> Failure {
@@ -91,6 +92,7 @@ pub fn lease_lost() -> Failure {
         Code::Restart,
         "lost the PostgreSQL lease (not renewed within its renew deadline, or another host holds it): stopped polling; systemd starts this instance again as a standby",
     )
+    .with_message_id(crate::systemd::catalog::LEASE_LOST)
 }
 
 /// Connects, then waits as a standby until the lease is ours. `None` when stopped meanwhile. `end` is

@@ -15,6 +15,14 @@ use tracing_subscriber::{Registry, reload};
 /// The installed filter, replaceable by a reload (`set_filter`).
 static FILTER: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
 
+/// Where [`init`] sent the log records, once it ran.
+static TARGET: OnceLock<Target> = OnceLock::new();
+
+/// Where the log records go, if logging was set up ([`init`]).
+pub fn target() -> Option<Target> {
+    TARGET.get().copied()
+}
+
 /// `filter` as a [`Targets`] filter (`level` or `target=level`, comma-separated). The config loader
 /// refused anything else, so this falls back to `info` only for a caller that skipped it.
 fn parse_filter(filter: &str) -> Targets {
@@ -65,6 +73,7 @@ pub fn init(filter: &str) -> Target {
         Target::Stderr
     };
     let _ = FILTER.set(handle);
+    let _ = TARGET.set(target);
     target
 }
 

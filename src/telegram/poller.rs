@@ -32,6 +32,7 @@ use crate::exit::{Code, Failure};
 use crate::instance::leadership::lease_lost;
 use crate::instance::lease_window::LeaseWindow;
 use crate::live_status::{LiveStatus, State};
+use crate::systemd::catalog;
 use crate::systemd::watchdog::Liveness;
 
 /// Updates per `getUpdates` (the Bot API maximum).
@@ -288,6 +289,7 @@ impl Poller {
                 Failure::config(
                     "a webhook is set for this bot, so Telegram refuses getUpdates (409 webhook_active); delete it with the Bot API method deleteWebhook, or set delete_webhook = true (CRYPTOBOT_DELETE_WEBHOOK=true)",
                 )
+                .with_message_id(catalog::WEBHOOK_ACTIVE)
             }),
             FailureKind::ConflictOtherPoller => {
                 let n = self.status.conflict();
@@ -312,6 +314,7 @@ impl Poller {
                 }
                 let delay = conflicts.next_delay();
                 tracing::warn!(
+                    message_id = catalog::EXTERNAL_POLLER,
                     bot_id = self.bot_id,
                     conflict = "other_poller",
                     conflicts = n,

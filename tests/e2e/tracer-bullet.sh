@@ -148,6 +148,25 @@ if ((!packaging_only)); then
     printf '%s\n' "$out" | grep -qF "cryptobot.service" || fail "the refusal does not name cryptobot.service"
     ok
 
+    step "journal catalog: journalctl -x explains a refused second instance"
+    ct_exec journalctl --update-catalog || fail "journalctl --update-catalog refused the catalog"
+    # Read whole, then searched: grep -q ending a pipe early is a SIGPIPE, a failure under pipefail.
+    catalog=$(ct_exec journalctl --list-catalog 2>/dev/null)
+    grep -q '^0180f4526c5544209e0a283c81f549d2' <<<"$catalog" \
+        || fail "the package's catalog entries are not in the journal's catalog"
+    # The same refusal, as a service: logged to the journal with its MESSAGE_ID.
+    ct_exec systemd-run --quiet --wait --collect -u cryptobot-second \
+        -p Environment=CRYPTOBOT_RUNTIME_DIR=/run/cryptobot -p Environment=CRYPTOBOT_TOKEN_FILE=/etc/cryptobot/token \
+        -p Environment=CRYPTOBOT_API_URL="$API" -p Environment=CRYPTOBOT_STATE_DIR=/root/cryptobot-second \
+        /usr/bin/cryptobot run >/dev/null 2>&1 || true
+    explained() {
+        local shown
+        shown=$(ct_exec journalctl -x -q --no-pager -u cryptobot-second 2>/dev/null) || return 1
+        grep -qF "A second cryptobot instance was refused: the bot is already running" <<<"$shown"
+    }
+    wait_for 10 "journalctl -xu cryptobot-second showing the catalog's text" explained
+    ok
+
     step "frozen process → watchdog restart → answers again"
     watchdog=$(unit_prop WatchdogUSec)
     case $watchdog in
