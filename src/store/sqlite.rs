@@ -71,6 +71,31 @@ fn with_id_list(head: &'static str, ids: &[i64]) -> sqlx::QueryBuilder<'static, 
     query
 }
 
+/// Completes `statement`, which ends in `id IN (`, with the alert ids of `chunk` and `) RETURNING id`,
+/// runs it inside `tx`, and returns the entries of `chunk` whose ids it returned (in `chunk`'s order).
+async fn rows_returned<'c>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    mut statement: sqlx::QueryBuilder<'_, sqlx::Sqlite>,
+    chunk: &'c [Firing],
+) -> std::result::Result<Vec<&'c Firing>, sqlx::Error> {
+    let mut list = statement.separated(", ");
+    for f in chunk {
+        list.push_bind(f.alert_id);
+    }
+    list.push_unseparated(") RETURNING id");
+    let done: std::collections::HashSet<i64> = statement
+        .build_query_scalar::<i64>()
+        .persistent(false)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(chunk
+        .iter()
+        .filter(|f| done.contains(&f.alert_id))
+        .collect())
+}
+
 /// Queues the messages of `rows` in the outbox, in their order, inside `tx`.
 async fn queue_messages(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -684,22 +709,7 @@ impl SqliteStore {
                 .push(" WHERE bot_id = ")
                 .push_bind(bot_id as i64)
                 .push(" AND armed = 1 AND id IN (");
-            let mut list = update.separated(", ");
-            for f in chunk {
-                list.push_bind(f.alert_id);
-            }
-            list.push_unseparated(") RETURNING id");
-            let done: std::collections::HashSet<i64> = update
-                .build_query_scalar::<i64>()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            let rows: Vec<&Firing> = chunk
-                .iter()
-                .filter(|f| done.contains(&f.alert_id))
-                .collect();
+            let rows = rows_returned(&mut tx, update, chunk).await?;
             if rows.is_empty() {
                 continue;
             }
@@ -736,22 +746,7 @@ impl SqliteStore {
                 .push(" AND expires_at_ms <= ")
                 .push_bind(now_ms)
                 .push(" AND id IN (");
-            let mut list = delete.separated(", ");
-            for f in chunk {
-                list.push_bind(f.alert_id);
-            }
-            list.push_unseparated(") RETURNING id");
-            let done: std::collections::HashSet<i64> = delete
-                .build_query_scalar::<i64>()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            let rows: Vec<&Firing> = chunk
-                .iter()
-                .filter(|f| done.contains(&f.alert_id))
-                .collect();
+            let rows = rows_returned(&mut tx, delete, chunk).await?;
             queue_messages(&mut tx, bot_id, &rows, now_ms).await?;
             expired.extend(rows.iter().map(|f| f.alert_id));
         }

@@ -173,18 +173,7 @@ impl Host {
     ) -> BotProcess {
         let mut cmd = self.shell_command(r#"LISTEN_PID=$$ exec "$0" "$@""#, &["run"]);
         listener.pass_to(&mut cmd);
-        if let Some(sock) = notify {
-            cmd.env("NOTIFY_SOCKET", &sock.path);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cryptobot run");
-        BotProcess::adopt(child)
+        spawn_run_command(cmd, notify, extra_env)
     }
 
     /// Starts `cryptobot run`, optionally with a notify socket.
@@ -193,20 +182,28 @@ impl Host {
         notify: Option<&NotifySocket>,
         extra_env: &[(&str, &str)],
     ) -> BotProcess {
-        let mut cmd = self.command(&["run"]);
-        if let Some(sock) = notify {
-            cmd.env("NOTIFY_SOCKET", &sock.path);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cryptobot run");
-        BotProcess::adopt(child)
+        spawn_run_command(self.command(&["run"]), notify, extra_env)
     }
+}
+
+/// Starts `cmd` (a `cryptobot run`) with the notify socket and the extra environment, its output read.
+fn spawn_run_command(
+    mut cmd: Command,
+    notify: Option<&NotifySocket>,
+    extra_env: &[(&str, &str)],
+) -> BotProcess {
+    if let Some(sock) = notify {
+        cmd.env("NOTIFY_SOCKET", &sock.path);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cryptobot run");
+    BotProcess::adopt(child)
 }
 
 /// Runs `cmd` to completion (bounded: killed and reported after `timeout`) and returns
