@@ -346,7 +346,8 @@ async fn serve_until_stopped(
             config.price_api_key.clone(),
             bot_options.price_cache_ttl,
         )
-        .map_err(Failure::software)?,
+        .map_err(Failure::software)?
+        .observed_by(Arc::clone(&status)),
     );
     let (bot_settings, settings_rx) =
         tokio::sync::watch::channel(Arc::new(BotSettings::from_options(bot_options)));

@@ -18,6 +18,13 @@ pub struct Kind {
     pub kind: String,
 }
 
+/// A price request's source and outcome (`ok`, `rate_limited`, `unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriceLabels {
+    source: String,
+    outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
     role: String,
@@ -46,6 +53,11 @@ pub struct Metrics {
     /// Chats whose sending state the outbound queue holds (forgotten once they hold nothing).
     pub outbound_chats: Gauge<i64, AtomicI64>,
     pub alerts_fired: Counter,
+    price_requests: Family<PriceLabels, Counter>,
+    /// When a price source last answered with prices (Unix time, seconds); 0 before the first.
+    pub price_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Times this process took the PostgreSQL lease (became the leader).
+    pub lease_acquired: Counter,
     role: Family<RoleLabel, Gauge>,
 }
 
@@ -83,6 +95,9 @@ impl Metrics {
             outbound_queue_depth: Gauge::default(),
             outbound_chats: Gauge::default(),
             alerts_fired: Counter::default(),
+            price_requests: Family::default(),
+            price_last_success: Gauge::default(),
+            lease_acquired: Counter::default(),
             role: Family::default(),
             registry: Registry::default(),
         };
@@ -142,6 +157,21 @@ impl Metrics {
             m.outbound_chats.clone(),
         );
         registry.register("alerts_fired", "Price alerts fired", m.alerts_fired.clone());
+        registry.register(
+            "price_requests",
+            "Requests to a price source, by source and outcome (ok, rate_limited, unavailable)",
+            m.price_requests.clone(),
+        );
+        registry.register(
+            "price_last_success_timestamp_seconds",
+            "When a price source last answered with prices (Unix time; 0: not yet)",
+            m.price_last_success.clone(),
+        );
+        registry.register(
+            "lease_acquired",
+            "Times this process took the PostgreSQL lease and became the leader",
+            m.lease_acquired.clone(),
+        );
         m.set_role(role);
         registry.register(
             "role",
@@ -180,6 +210,23 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// One request to the price source `source` ended with `outcome`; `ok` also moves
+    /// `price_last_success_timestamp_seconds` to now.
+    pub fn price_request(&self, source: &str, outcome: &str) {
+        self.price_requests
+            .get_or_create(&PriceLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome == "ok" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.price_last_success.set(now);
+        }
     }
 
     /// The text exposition format.

@@ -376,12 +376,16 @@ fn metrics_say_leader_and_standby_and_the_successor_switches() {
     let standby = 1 - leader;
     let role_leader = "cryptobot_role{role=\"leader\"} 1";
     let role_standby = "cryptobot_role{role=\"standby\"} 1";
+    // The leader took the lease once, the standby not yet (what the rule on a flapping lease reads).
+    let acquired = |n: u32| format!("cryptobot_lease_acquired_total {n}\n");
     let metrics = metrics_when_listening(&addrs[leader]);
     assert!(metrics.contains(role_leader), "{metrics}");
     assert!(!metrics.contains("role=\"standby\""), "{metrics}");
+    assert!(metrics.contains(&acquired(1)), "{metrics}");
     let metrics = metrics_when_listening(&addrs[standby]);
     assert!(metrics.contains(role_standby), "{metrics}");
     assert!(!metrics.contains("role=\"leader\""), "{metrics}");
+    assert!(metrics.contains(&acquired(0)), "{metrics}");
     let (status, body) = http_get(&addrs[standby], "/healthz");
     assert_eq!(status, 200, "{body}");
     let (status, body) = http_get(&addrs[standby], "/webhook-or-anything");
@@ -395,6 +399,7 @@ fn metrics_say_leader_and_standby_and_the_successor_switches() {
     bots[standby].wait_for_stderr(LEADER, T);
     let metrics = metrics_when_leader(&addrs[standby]);
     assert!(!metrics.contains("role=\"standby\""), "{metrics}");
+    assert!(metrics.contains(&acquired(1)), "{metrics}");
     assert_eq!(bots[leader].wait_exit(T).code(), Some(0));
     drop(stalled);
 }

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use support::fake_prices::FakePrices;
 use support::{BotProcess, FakeBotApi, Host, NotifySocket, free_port, http_get, random_token};
 
 const T: Duration = Duration::from_secs(30);
@@ -208,13 +209,73 @@ fn metrics_count_what_happens_and_follow_prometheus_names() {
     assert_eq!(bot.wait_exit(T).code(), Some(0));
 }
 
+/// What the shipped alerting rule on a failing price source reads (packaging/examples): every request
+/// to the price source is counted by outcome, and a good answer moves the time of the last success.
+#[test]
+fn price_requests_are_counted_by_outcome_for_the_operators_alerts() {
+    let api = FakeBotApi::start();
+    let token = random_token();
+    let id = api.add_bot(&token, "http_prices_bot");
+    let host = Host::new(&token, &api.url());
+    let prices = FakePrices::start();
+    prices.set("bitcoin", "usd", "68250.5");
+    let (mut bot, notify, addr) =
+        listening_on_a_free_port_with(&host, &[("CRYPTOBOT_PRICE_API_URL", &prices.url)]);
+    notify.wait_for("READY=1", T);
+
+    let sample = |text: &str, line_start: &str| -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(line_start)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    };
+    let (_, before) = http_get(&addr, "/metrics");
+    assert_eq!(
+        sample(&before, "cryptobot_price_last_success_timestamp_seconds"),
+        Some(0.0),
+        "no price asked yet:\n{before}"
+    );
+    api.inject_message(id, 31, "/price btc");
+    api.wait_until(id, |_| api.sent(id).len() >= 1, T).unwrap();
+    prices.fail_with(429);
+    api.inject_message(id, 32, "/price eth");
+    api.wait_until(id, |_| api.sent(id).len() >= 2, T).unwrap();
+
+    let ok = "cryptobot_price_requests_total{source=\"coingecko\",outcome=\"ok\"}";
+    let limited = "cryptobot_price_requests_total{source=\"coingecko\",outcome=\"rate_limited\"}";
+    let (_, after) = http_get(&addr, "/metrics");
+    assert_eq!(sample(&after, ok), Some(1.0), "{after}");
+    assert_eq!(sample(&after, limited), Some(1.0), "{after}");
+    let last = sample(&after, "cryptobot_price_last_success_timestamp_seconds").unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&last),
+        "the last good price is not from the last minute ({last}, now {now}):\n{after}"
+    );
+    bot.signal(Signal::SIGTERM);
+    assert_eq!(bot.wait_exit(T).code(), Some(0), "{}", bot.stderr());
+}
+
 /// `cryptobot run` with `listen` on a fresh port, again on a new one while the bot found its port
 /// taken (exit 78, "cannot bind"); returns it once it serves there.
 fn listening_on_a_free_port(host: &Host) -> (BotProcess, NotifySocket, String) {
+    listening_on_a_free_port_with(host, &[])
+}
+
+/// [`listening_on_a_free_port`], with more environment for the bot.
+fn listening_on_a_free_port_with(
+    host: &Host,
+    env: &[(&str, &str)],
+) -> (BotProcess, NotifySocket, String) {
     for _ in 0..PORT_ATTEMPTS {
         let addr = free_addrs(1).remove(0);
         let notify = NotifySocket::new();
-        let mut bot = host.spawn_run(Some(&notify), &[("CRYPTOBOT_LISTEN", &addr)]);
+        let mut all_env = vec![("CRYPTOBOT_LISTEN", addr.as_str())];
+        all_env.extend_from_slice(env);
+        let mut bot = host.spawn_run(Some(&notify), &all_env);
         let serving = bot.wait_for_stderr_where(
             "\"serving\" or \"cannot bind\"",
             |lines| {

@@ -14,10 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
+
+use crate::live_status::LiveStatus;
 
 /// Why prices could not be had. The texts are what the user reads.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +164,8 @@ pub struct CoinGecko {
     ttl: Duration,
     cache: Mutex<HashMap<(String, String), Cached>>,
     in_flight: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<Landing>>>,
+    /// Where each request's outcome is counted (`cryptobot_price_requests_total`), if anywhere.
+    status: Option<Arc<LiveStatus>>,
 }
 
 /// The coins one lookup is asking the provider for: each answer goes to whoever waits for it; what
@@ -216,7 +220,30 @@ impl CoinGecko {
             ttl,
             cache: Mutex::default(),
             in_flight: Mutex::default(),
+            status: None,
         })
+    }
+
+    /// Counts every request's outcome in `status`'s metrics (`cryptobot_price_requests_total`,
+    /// `cryptobot_price_last_success_timestamp_seconds`): what an operator's alert on a failing price
+    /// source reads.
+    pub fn observed_by(mut self, status: Arc<LiveStatus>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// [`CoinGecko::request`], its outcome counted.
+    async fn fetch(&self, coin_ids: &[String], currency: &str) -> Result<PriceTable, PriceError> {
+        let result = self.request(coin_ids, currency).await;
+        if let Some(status) = &self.status {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(PriceError::RateLimited) => "rate_limited",
+                Err(_) => "unavailable",
+            };
+            status.metrics.price_request("coingecko", outcome);
+        }
+        result
     }
 
     /// `Some(Some(price))`: a fresh price; `Some(None)`: known to be unknown; `None`: ask the provider.
@@ -249,7 +276,7 @@ impl CoinGecko {
         }
     }
 
-    async fn fetch(&self, coin_ids: &[String], currency: &str) -> Result<PriceTable, PriceError> {
+    async fn request(&self, coin_ids: &[String], currency: &str) -> Result<PriceTable, PriceError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| PriceError::Unavailable("bad price_api_url".to_owned()))?

@@ -127,6 +127,7 @@ pub async fn acquire(
         match outcome {
             Ok(Acquire::Leader { epoch, .. }) => {
                 status.metrics.set_role("leader");
+                status.metrics.lease_acquired.inc();
                 let window = Arc::new(LeaseWindow::new());
                 window.extend(asked, lease::renew_deadline(ttl));
                 tracing::info!(
