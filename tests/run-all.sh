@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n== %s\n' "$*"; }
+# Each step's line says when it began (seconds since the start): where a slow run spends its time.
+log() { printf '\n== [%4d s] %s\n' "$(($(date +%s) - start))" "$*"; }
 start=$(date +%s)
 # "In CI": CI=true or CI=1, the one definition (tests/support's in_ci): nothing may be skipped there.
 in_ci() { [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; }
@@ -21,8 +22,9 @@ trap 'rm -f "$CRYPTOBOT_SKIP_LOG"' EXIT
 if [ "$(id -u)" = 0 ]; then
     log "installing test dependencies"
     need=()
-    # g++: libfuzzer-sys compiles libFuzzer (the fuzz crate's tests and fuzz/run).
-    for pkg in systemd-container lintian curl dpkg-dev procps adduser util-linux postgresql g++; do
+    # g++: libfuzzer-sys compiles libFuzzer (the fuzz crate's tests and fuzz/run). debootstrap: the
+    # Debian 12 and 13 roots of the e2e containers (tests/e2e/debian-root.sh).
+    for pkg in systemd-container lintian curl dpkg-dev procps adduser util-linux postgresql g++ debootstrap; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ "${#need[@]}" -gt 0 ]; then
@@ -30,8 +32,16 @@ if [ "$(id -u)" = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
     command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
-    command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet
     run_ignored=(--run-ignored all)
+    # The e2e scenarios run on minimal roots of Debian 12 and 13, cached in /var/cache/cryptobot-e2e
+    # (tests/e2e/debian-root.sh). A machine without them builds them here, beside the compilation below
+    # (mostly downloads and unpacking: about 1.5 min each on 2 cores); the e2e tests find them ready.
+    roots_log=$(mktemp -t cryptobot-roots.XXXXXX)
+    # On any exit the script waits for the builds (killed in the middle, debootstrap would leave a half
+    # root with /proc mounted in it).
+    trap 'wait "${roots_pid:-}" 2>/dev/null; rm -f "$CRYPTOBOT_SKIP_LOG" "$roots_log"' EXIT
+    (tests/e2e/debian-root.sh bookworm && tests/e2e/debian-root.sh trixie) >"$roots_log" 2>&1 &
+    roots_pid=$!
 elif in_ci; then
     echo "tests/run-all.sh: CI=${CI} needs root (the e2e tests boot systemd-nspawn); run it as root" >&2
     exit 1
@@ -109,6 +119,14 @@ if [ "$(id -u)" = 0 ]; then
     [[ -x $FAKE_BOT_API_BIN ]] || { echo "tests/run-all.sh: no fake Bot API at $FAKE_BOT_API_BIN" >&2; exit 1; }
     log "lintian on the .deb (packaging/lintian-check: no E: or W: tag that the package does not override)"
     packaging/lintian-check "$CRYPTOBOT_DEB"
+fi
+
+if [[ -n ${roots_pid:-} ]]; then
+    log "the Debian 12 and 13 roots of the e2e containers"
+    roots_status=0
+    wait "$roots_pid" || roots_status=$?
+    sed 's/^/    /' "$roots_log"
+    ((roots_status == 0)) || { echo "tests/run-all.sh: tests/e2e/debian-root.sh failed (above)" >&2; exit 1; }
 fi
 
 log "cargo nextest run"

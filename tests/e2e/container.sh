@@ -2,10 +2,12 @@
 # Boots a throwaway container running a real systemd (systemd-nspawn) for cryptobot's end-to-end tests,
 # runs commands inside it, and tears everything down again (see shared/design/systemd-e2e.md).
 #
-# The container's root is an overlay: the host's / read-only below, a private tmpfs above, mounted in a
-# private mount namespace, so every package of the host is there, dpkg and /etc writes vanish with the
-# container, and no mount is ever visible on the host. It shares the host's network (a fake Bot API on the
-# host's 127.0.0.1 is reachable). Needs root, systemd-nspawn (package systemd-container) and nsenter.
+# The container's root is an overlay: a read-only root below, a private tmpfs above, mounted in a private
+# mount namespace, so dpkg and /etc writes vanish with the container and no mount is ever visible on the
+# host. The root below is the host's / (every package of the host is there), or with CT_RELEASE a minimal
+# Debian root of that release (debian-root.sh: debootstrap minbase, cached), as on a minimal VPS. It
+# shares the host's network (a fake Bot API on the host's 127.0.0.1 is reachable). Needs root,
+# systemd-nspawn (package systemd-container) and nsenter; with CT_RELEASE, debootstrap the first time.
 #
 # As a library (source it):
 #     ct_boot NAME              boot; sets CT_PID1; waits until `systemctl is-system-running` is running/degraded
@@ -14,8 +16,11 @@
 #     ct_copy_in SRC DEST [MODE]  copy a host file in (through `cat >`)
 #     ct_stop                   power off and remove everything (also done by the EXIT trap ct_boot sets)
 #     ct_at_exit 'CMD'          register more cleanup for the EXIT trap (runs before ct_stop)
+#     ct_none_running NAME      status 0 when no process inside is called NAME, else 1 (PIDs on stderr)
+#     ct_release                what the container runs: "Debian 13 (trixie), systemd 257" and the like
 #     ct_now / ct_since START   timing helpers (seconds, 2 decimals)
-# Settings (environment): CT_BOOT_TIMEOUT (s, default 60), CT_STOP_TIMEOUT (s, default 15),
+# Settings (environment): CT_RELEASE (bookworm or trixie: a minimal root of that Debian release instead
+#     of the host's /), CT_BOOT_TIMEOUT (s, default 60), CT_STOP_TIMEOUT (s, default 15),
 #     CT_MASK (extra units to mask, space separated), CT_KEEP_LOGS=1 (leave the console log on failure).
 # The scenarios' own helpers (tracer-bullet.sh, lifecycle.sh), below ct_*: one scenario per script.
 #     e2e_scenario TAG NAME     set up: log prefix "[TAG HH:MM:SS]", "NAME: N passed/1 failed" lines,
@@ -33,6 +38,7 @@
 #     container.sh run CMD...     boot a container, run CMD inside, stop it; exit status of CMD
 
 CT_HARNESS=cryptobot-e2e
+CT_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CT_PATH_INSIDE=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 CT_BOOT_TIMEOUT=${CT_BOOT_TIMEOUT:-60}
 CT_STOP_TIMEOUT=${CT_STOP_TIMEOUT:-15}
@@ -158,6 +164,14 @@ ct_boot() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
+    # The read-only lower layer: the host's /, or a minimal root of CT_RELEASE. systemd 253 and later
+    # inside want a pure cgroup v2 view, which nspawn gives on this hybrid host when asked.
+    local lower=/ unified=
+    if [[ -n ${CT_RELEASE:-} ]]; then
+        lower=$("$CT_HERE/debian-root.sh" "$CT_RELEASE") || ct_die "no $CT_RELEASE root (debian-root.sh failed)"
+        [[ $CT_RELEASE == bookworm ]] || unified=1
+    fi
+
     local root cg
     CT_CGROUPS=()
     while read -r root; do
@@ -177,12 +191,12 @@ ct_boot() {
     # shellcheck disable=SC2016 # expanded by the launcher's bash
     local launcher='
         set -eu
-        dir=$1; name=$2; shift 2
+        dir=$1; name=$2; lower=$3; shift 3
         cgroups=$1; shift
         for cg in $cgroups; do echo $$ > "$cg/cgroup.procs"; done
         mount -t tmpfs -o mode=0755 tmpfs "$dir/rw"
         mkdir "$dir/rw/upper" "$dir/rw/work"
-        mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/rw/upper,workdir=$dir/rw/work" "$dir/root"
+        mount -t overlay overlay -o "lowerdir=$lower,upperdir=$dir/rw/upper,workdir=$dir/rw/work" "$dir/root"
         mount -t tmpfs tmpfs /run/systemd/nspawn
         exec systemd-nspawn -D "$dir/root" -M "$name" --register=no --keep-unit --link-journal=no \
             --console=passive --boot "$@"'
@@ -199,8 +213,11 @@ ct_boot() {
 
     local t0
     t0=$(ct_now)
-    unshare --mount --propagation private -- bash -c "$launcher" launcher \
-        "$CT_DIR" "$CT_NAME" "${CT_CGROUPS[*]}" "${boot_args[@]}" >"$CT_DIR/console.log" 2>&1 &
+    # (Set to 0, nspawn would force the legacy hierarchy: unset is its own choice, as before.)
+    local env=()
+    [[ -z $unified ]] || env=(SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1)
+    env "${env[@]}" unshare --mount --propagation private -- bash -c "$launcher" launcher \
+        "$CT_DIR" "$CT_NAME" "$lower" "${CT_CGROUPS[*]}" "${boot_args[@]}" >"$CT_DIR/console.log" 2>&1 &
     CT_NSPAWN_PID=$!
 
     local deadline=$((SECONDS + CT_BOOT_TIMEOUT))
@@ -264,6 +281,35 @@ ct_sh() {
     local script=$1
     shift
     ct_exec sh -c "$script" sh "$@"
+}
+
+# ct_none_running NAME: status 0 when no process inside is called NAME (/proc/PID/comm), else 1 with
+# their PIDs on stderr; a failure to look is fatal (never read as "none"). With the shell alone: a
+# minimal root has no procps (pgrep).
+ct_none_running() {
+    local status=0
+    # shellcheck disable=SC2016 # expanded by the shell inside
+    ct_sh 'found=0
+        for f in /proc/[0-9]*/comm; do
+            read -r c <"$f" 2>/dev/null || continue
+            [ "$c" = "$1" ] || continue
+            p=${f#/proc/}; echo "process $1 running inside: PID ${p%/comm}" >&2; found=1
+        done
+        [ "$found" = 0 ] || exit 10' "$1" || status=$?
+    case $status in
+        0) return 0 ;;
+        10) return 1 ;;
+        *) ct_die "ct_none_running: cannot list the processes inside (status $status)" ;;
+    esac
+}
+
+# ct_release: the container's Debian release and systemd version, in one line.
+ct_release() {
+    local name systemd
+    # shellcheck disable=SC2016 # expanded by the shell inside
+    name=$(ct_sh '. /etc/os-release && printf "%s" "$PRETTY_NAME"') || name=unknown
+    systemd=$(ct_exec systemctl --version | awk 'NR == 1 { print $2 }') || systemd=unknown
+    printf '%s, systemd %s' "$name" "$systemd"
 }
 
 # ct_copy_in SRC DEST [MODE]: copies a host file into the container.

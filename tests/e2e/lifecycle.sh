@@ -85,24 +85,9 @@ pkg_version() { ct_exec dpkg-query -W -f='${Version}' cryptobot; }
 # shellcheck disable=SC2016
 pkg_status() { ct_exec dpkg-query -W -f='${db:Status-Abbrev}' cryptobot 2>/dev/null; }
 
-# --- steps -----------------------------------------------------------------------------------------------
-
-preflight_step curl od awk dpkg-deb tar
-
-step "package N"
-package_under_test
-V_N=$(deb_field "$DEB" Version)
-ok "$V_N: $DEB"
-
-step "package N+1"
-if [[ -n ${CRYPTOBOT_DEB_NEXT:-} ]]; then
-    DEB_NEXT=$CRYPTOBOT_DEB_NEXT
-    [[ -f $DEB_NEXT ]] || fail "no package at CRYPTOBOT_DEB_NEXT='$DEB_NEXT'"
-    how="given"
-else
-    # The same target directory as the tree's own builds: only the cryptobot crate is compiled again.
-    target_dir=$(cargo_target_dir)
-    [[ -n $target_dir ]] || fail "cannot find the Cargo target directory of $repo"
+# build_next: builds N+1 (sets DEB_NEXT, and NEXT_VERSION) from a copy of the tree, into target_dir.
+build_next() {
+    local src current next DEB_ORIG CFLAGS
     src="$WORK/src"
     mkdir "$src"
     tar -C "$repo" --exclude=./target --exclude=./.git -cf - . | tar -C "$src" -xf -
@@ -140,7 +125,43 @@ else
         && "$target_dir/release/cryptobot" generate-assets "$target_dir/release/assets" >/dev/null \
         && gzip -9nf "$target_dir/release/assets/cryptobot.8") \
         || fail "cannot restore the tree's own release build in $target_dir"
-    how="rebuilt from a copy with version $next"
+    NEXT_VERSION=$next
+}
+
+# --- steps -----------------------------------------------------------------------------------------------
+
+preflight_step curl od awk dpkg-deb tar
+
+step "package N"
+package_under_test
+V_N=$(deb_field "$DEB" Version)
+ok "$V_N: $DEB"
+
+step "package N+1"
+if [[ -n ${CRYPTOBOT_DEB_NEXT:-} ]]; then
+    DEB_NEXT=$CRYPTOBOT_DEB_NEXT
+    [[ -f $DEB_NEXT ]] || fail "no package at CRYPTOBOT_DEB_NEXT='$DEB_NEXT'"
+    how="given"
+else
+    # The same target directory as the tree's own builds: only the cryptobot crate is compiled again.
+    target_dir=$(cargo_target_dir)
+    [[ -n $target_dir ]] || fail "cannot find the Cargo target directory of $repo"
+    # N+1 is kept for the same N (by its hash): the scenario's run on the other Debian release in the
+    # same test run uses it instead of compiling again.
+    next_cache="$target_dir/e2e-next/$(sha256sum "$DEB" | cut -c1-16)"
+    DEB_NEXT=
+    if [[ -d $next_cache ]]; then
+        DEB_NEXT=$(find "$next_cache" -name 'cryptobot_*.deb' -print -quit)
+    fi
+    if [[ -n $DEB_NEXT ]]; then
+        how="rebuilt earlier for the same N, kept in $next_cache"
+    else
+        build_next
+        rm -rf "$target_dir/e2e-next"
+        mkdir -p "$next_cache"
+        cp -p "$DEB_NEXT" "$next_cache/"
+        how="rebuilt from a copy with version $NEXT_VERSION"
+    fi
 fi
 V_NEXT=$(deb_field "$DEB_NEXT" Version)
 dpkg --compare-versions "$V_NEXT" gt "$V_N" || fail "N+1 ($V_NEXT) is not newer than N ($V_N)"
@@ -157,7 +178,7 @@ ct_boot lifecycle
 ct_copy_in "$DEB" /tmp/cryptobot-n.deb 0644
 ct_copy_in "$DEB_NEXT" /tmp/cryptobot-n1.deb 0644
 printf '[Service]\nEnvironment=CRYPTOBOT_API_URL=%s\n' "$API" >"$WORK/test.conf"
-ok
+ok "$(ct_release)"
 
 # The token and the drop-in are there before the package: its postinst starts the service at once.
 put_token_and_dropin() {
@@ -233,7 +254,7 @@ t0=$(ct_now)
 apt_in "remove" remove -y -q cryptobot
 took=$(ct_since "$t0")
 service_is inactive || fail "still $(unit_prop ActiveState) after apt-get remove"
-! ct_exec pgrep -x cryptobot >/dev/null || fail "a cryptobot process survived apt-get remove"
+ct_none_running cryptobot || fail "a cryptobot process survived apt-get remove"
 ct_exec test ! -e /usr/bin/cryptobot || fail "/usr/bin/cryptobot is still there after remove"
 [[ $(inode_of "$STATE_DB") == "$state_inode" ]] || fail "$STATE_DB is gone or replaced after remove"
 ct_exec grep -qxF "$EDIT" "$CONF" || fail "remove lost the edited $CONF"
@@ -246,6 +267,9 @@ step "purge → state, configuration, user and group gone"
 t0=$(ct_now)
 apt_in "purge" purge -y -q cryptobot
 took=$(ct_since "$t0")
+if grep -q '^dpkg: warning' <<<"$APT_OUT"; then
+    fail "the purge printed a dpkg warning: $(grep '^dpkg: warning' <<<"$APT_OUT" | head -n 1)"
+fi
 for path in /etc/cryptobot /var/lib/cryptobot /run/cryptobot /etc/systemd/system/cryptobot.service.d \
     /etc/systemd/system/multi-user.target.wants/cryptobot.service /usr/share/man/man8/cryptobot.8.gz \
     /etc/systemd/system/sockets.target.wants/cryptobot.socket; do
