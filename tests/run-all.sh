@@ -32,6 +32,23 @@ if [ "$(id -u)" = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
     command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+    # promtool checks the shipped Prometheus rules (tests/operations_examples.rs). It is in Debian's
+    # prometheus package, whose installation would start a Prometheus server here: only promtool is
+    # unpacked from it, once, into a cache.
+    promtool_dir=/var/cache/cryptobot-tests/prometheus
+    if [[ ! -x $promtool_dir/usr/bin/promtool ]]; then
+        log "unpacking promtool from Debian's prometheus package"
+        pkg_dir=$(mktemp -d)
+        (cd "$pkg_dir" && { apt-get -q -o APT::Sandbox::User=root download prometheus \
+            || { apt-get update -qq && apt-get -q -o APT::Sandbox::User=root download prometheus; }; })
+        rm -rf "$promtool_dir.new" && mkdir -p "$promtool_dir.new"
+        dpkg-deb -x "$pkg_dir"/prometheus_*.deb "$promtool_dir.new"
+        rm -rf "$pkg_dir" "$promtool_dir" && mv "$promtool_dir.new" "$promtool_dir"
+    fi
+    export PROMTOOL=$promtool_dir/usr/bin/promtool
+    promtool_version=$("$PROMTOOL" --version 2>&1)
+    echo "${promtool_version%%$'\n'*}"
+    command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet
     run_ignored=(--run-ignored all)
     # The e2e scenarios run on minimal roots of Debian 12 and 13, cached in /var/cache/cryptobot-e2e
     # (tests/e2e/debian-root.sh). A machine without them builds them here, beside the compilation below
