@@ -379,6 +379,7 @@ async fn serve_until_stopped(
         bot_id,
         restart_requested: Arc::clone(restart),
         price_limiter: crate::bot::prices::ChatLimiter::new(),
+        group_admins: Arc::new(crate::bot::group_admins::GroupAdmins::new(client.clone())),
         stop: cancel.clone(),
     };
     let dispatcher = Dispatcher::new(

@@ -63,6 +63,43 @@ impl World {
         self.api.sent(self.id)[before].text.clone()
     }
 
+    /// Sends `text` in the group `group` from `sender` (a user id; or the group's own id with
+    /// `as_group`: an anonymous administrator, whose message Telegram sends as the group) and
+    /// returns the bot's answer.
+    fn ask_in_group(&self, group: i64, sender: i64, as_group: bool, text: &str) -> String {
+        static MESSAGE_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+        let before = self.api.sent(self.id).len();
+        let command = text.split_whitespace().next().unwrap_or(text);
+        let mut message = serde_json::json!({
+            "message_id": MESSAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            "date": 1_700_000_000,
+            "chat": {"id": group, "type": "supergroup", "title": "Traders"},
+            "from": {"id": sender, "is_bot": false, "first_name": "Member"},
+            "text": text,
+            "entities": [{"type": "bot_command", "offset": 0, "length": command.encode_utf16().count()}],
+        });
+        if as_group {
+            // Telegram's own "GroupAnonymousBot" in `from`, the group in `sender_chat`.
+            message["from"] = serde_json::json!({"id": 1_087_968_824_i64, "is_bot": true,
+                "first_name": "Group", "username": "GroupAnonymousBot"});
+            message["sender_chat"] =
+                serde_json::json!({"id": group, "type": "supergroup", "title": "Traders"});
+        }
+        self.api
+            .inject_raw_update(self.id, serde_json::json!({ "message": message }));
+        let id = self.id;
+        let api = &self.api;
+        api.wait_until(id, |_| api.sent(id).len() > before, T)
+            .unwrap_or_else(|e| panic!("no answer to {text:?} in {group}: {e}"));
+        self.api.sent(self.id)[before].text.clone()
+    }
+
+    /// How many `getChatMember` calls the bot made.
+    fn member_lookups(&self) -> u64 {
+        let stats = self.api.stats(self.id);
+        stats.calls.get("getChatMember").copied().unwrap_or(0)
+    }
+
     /// Waits until `chat` has received `n` messages in all.
     fn wait_for_replies(&self, chat: i64, n: usize) {
         let id = self.id;
@@ -551,5 +588,74 @@ fn a_user_who_blocked_the_bot_gets_no_more_alerts() {
         3,
         "alerts were sent to a chat that blocked the bot"
     );
+    assert_eq!(stop(bot), Some(0));
+}
+
+/// Alerts set in a group belong to the group: any member sets and lists them, but only the group's
+/// administrators (as getChatMember says, cached), an anonymous administrator writing as the group,
+/// or the bot's admins delete them; not even the member who set one. A private chat needs no lookup.
+#[test]
+fn only_a_groups_administrators_delete_its_alerts() {
+    const GROUP: i64 = -100_777;
+    const SETTER: i64 = 801;
+    const MEMBER: i64 = 802;
+    const ADMIN: i64 = 803;
+    let w = World::new();
+    w.api.set_chat_admins(w.id, GROUP, &[ADMIN]);
+    let bot = w.start(&[]);
+
+    assert_eq!(
+        w.ask_in_group(GROUP, SETTER, false, "/alert btc above 70000"),
+        "Alert #1 set: BTC above 70000 USD."
+    );
+    assert_eq!(
+        w.ask_in_group(GROUP, SETTER, false, "/alert eth below 3000"),
+        "Alert #2 set: ETH below 3000 USD."
+    );
+    let list = w.ask_in_group(GROUP, MEMBER, false, "/alerts");
+    assert!(
+        list.contains("#1 BTC above 70000 USD"),
+        "the group's alerts: {list}"
+    );
+    assert_eq!(
+        w.member_lookups(),
+        0,
+        "setting and listing ask nobody's rights"
+    );
+
+    let refused = "Only the group's administrators can delete its alerts; /alerts lists them.";
+    assert_eq!(w.ask_in_group(GROUP, MEMBER, false, "/delalert 1"), refused);
+    assert_eq!(
+        w.ask_in_group(GROUP, SETTER, false, "/delalert 1"),
+        refused,
+        "setting an alert does not make it yours in a group"
+    );
+    assert_eq!(w.member_lookups(), 2);
+    assert_eq!(w.ask_in_group(GROUP, MEMBER, false, "/delalert 2"), refused);
+    assert_eq!(w.member_lookups(), 2, "the answer for MEMBER is cached");
+
+    assert_eq!(
+        w.ask_in_group(GROUP, ADMIN, false, "/delalert 1"),
+        "Alert #1 deleted."
+    );
+    assert_eq!(w.member_lookups(), 3);
+    assert_eq!(
+        w.ask_in_group(GROUP, GROUP, true, "/delalert 2"),
+        "Alert #2 deleted.",
+        "an anonymous administrator writes as the group"
+    );
+    assert_eq!(
+        w.member_lookups(),
+        3,
+        "a message sent as the group needs no lookup"
+    );
+
+    // A private chat's alerts are its own: no lookup.
+    assert!(
+        w.ask(CHAT, "/alert btc above 80000")
+            .starts_with("Alert #3 set")
+    );
+    assert_eq!(w.ask(CHAT, "/delalert 3"), "Alert #3 deleted.");
+    assert_eq!(w.member_lookups(), 3);
     assert_eq!(stop(bot), Some(0));
 }

@@ -131,10 +131,13 @@ pub fn parse_update(
     if !text.starts_with('/') {
         return None;
     }
-    let sender = message
-        .from
-        .as_ref()
-        .map_or(message.chat.id.0, |u| u.id.0 as i64);
+    // Sent as a chat (an anonymous group administrator writes as the group itself, a user may write
+    // as their channel): that chat is the sender.
+    let sender = match (&message.sender_chat, &message.from) {
+        (Some(as_chat), _) => as_chat.id.0,
+        (None, Some(user)) => user.id.0 as i64,
+        (None, None) => message.chat.id.0,
+    };
     let request = match Command::parse(text, username) {
         Ok(command) => request_of(command, coins, default_currency),
         Err(_) => {

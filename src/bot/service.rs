@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::alerts::AlertRules;
 use super::commands::{self, AlertRequest, Direction, PriceRequest, Request};
+use super::group_admins::GroupAdmins;
 use super::prices::{ChatLimiter, CoinMap, PriceError, PriceSource};
 use crate::live_status::LiveStatus;
 use crate::store::{NewAlert, Store};
@@ -76,10 +77,15 @@ pub struct Service<P> {
     /// Bounds the price lookups that miss the cache, per chat: one user cannot make the bot trip the
     /// provider's rate limit for everyone.
     pub price_limiter: ChatLimiter,
+    /// Who administers a group: only they delete the group's alerts.
+    pub group_admins: Arc<GroupAdmins>,
 }
 
 pub const NOT_ALLOWED: &str = "not allowed: this command is for the bot's admins (admin_chat_ids)";
 const UNKNOWN: &str = "Unknown command. Send /help for the list.";
+/// The answer to a member who is not an administrator deleting a group's alert.
+pub const GROUP_ADMINS_ONLY: &str =
+    "Only the group's administrators can delete its alerts; /alerts lists them.";
 
 fn format_uptime(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
@@ -160,13 +166,7 @@ impl<P: PriceSource> Service<P> {
             Request::Price(p) => self.price(chat, &p).await,
             Request::Alert(a) => self.add_alert(chat, &a, fingerprint).await,
             Request::Alerts => self.list_alerts(chat).await,
-            Request::DeleteAlert(id) => {
-                match self.store.delete_alert(self.bot_id, chat, id).await {
-                    Ok(true) => format!("Alert #{id} deleted."),
-                    Ok(false) => format!("There is no alert #{id} in this chat; see /alerts."),
-                    Err(e) => self.storage_trouble(&e),
-                }
-            }
+            Request::DeleteAlert(id) => self.delete_alert(chat, sender, id).await,
             Request::Status if self.is_admin(chat, sender) => self.status_text(),
             Request::Restart if self.is_admin(chat, sender) => {
                 tracing::warn!(
@@ -179,6 +179,31 @@ impl<P: PriceSource> Service<P> {
                 "Restarting: stopping cleanly; systemd starts me again.".to_owned()
             }
             Request::Status | Request::Restart => NOT_ALLOWED.to_owned(),
+        }
+    }
+
+    /// `/delalert`: in a group, for its administrators (and the bot's admins) only; the group's
+    /// alerts belong to the group, not to whoever set them.
+    async fn delete_alert(&self, chat: i64, sender: i64, id: i64) -> String {
+        if chat < 0 && !self.is_admin(chat, sender) {
+            match self.group_admins.is_admin(chat, sender).await {
+                Ok(true) => {}
+                Ok(false) => return GROUP_ADMINS_ONLY.to_owned(),
+                Err(e) => {
+                    tracing::warn!(
+                        bot_id = self.bot_id,
+                        chat_id = chat,
+                        "cannot tell whether {sender} administers chat {chat}: {e}"
+                    );
+                    return "I could not check who administers this group; try again in a minute."
+                        .to_owned();
+                }
+            }
+        }
+        match self.store.delete_alert(self.bot_id, chat, id).await {
+            Ok(true) => format!("Alert #{id} deleted."),
+            Ok(false) => format!("There is no alert #{id} in this chat; see /alerts."),
+            Err(e) => self.storage_trouble(&e),
         }
     }
 

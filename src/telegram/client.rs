@@ -173,6 +173,19 @@ impl Client {
         .map(drop)
     }
 
+    /// `getChatMember`: whether `user` is the owner or an administrator of the group `chat`.
+    pub async fn is_chat_admin(
+        &self,
+        chat: ChatId,
+        user: u64,
+    ) -> std::result::Result<bool, ApiFailure> {
+        self.call("getChatMember", REQUEST_DEADLINE, |bot| {
+            bot.get_chat_member(chat, teloxide::types::UserId(user))
+        })
+        .await
+        .map(|member| member.is_privileged())
+    }
+
     pub async fn delete_webhook(&self) -> std::result::Result<(), ApiFailure> {
         self.call("deleteWebhook", REQUEST_DEADLINE, |bot| {
             bot.delete_webhook()

@@ -513,6 +513,7 @@ mod tests {
             restart_requested: Default::default(),
             stop: CancellationToken::new(),
             price_limiter: ChatLimiter::new(),
+            group_admins: Arc::new(crate::bot::group_admins::GroupAdmins::new(client.clone())),
         };
         let dispatcher = Dispatcher::new(
             service,

@@ -94,6 +94,7 @@ async fn answer_call(
             };
         }
         "sendMessage" => send_message(shared, bot_id, &params),
+        "getChatMember" => get_chat_member(shared, bot_id, &params),
         "setWebhook" => return set_webhook(shared, bot_id, &params),
         "deleteWebhook" => return delete_webhook(shared, bot_id, &params),
         "getWebhookInfo" => {
@@ -256,6 +257,24 @@ fn send_message(shared: &Shared, bot_id: i64, params: &Params) -> Answer {
         let rate_limits = state.rate_limits;
         let bot = state.bot(bot_id).map_err(internal)?;
         bot.send_message(chat_id, &text, rate_limits, Instant::now())
+    })
+}
+
+fn get_chat_member(shared: &Shared, bot_id: i64, params: &Params) -> Answer {
+    let bad = |e: String| ApiError::bad_request(&e);
+    let chat_id = params
+        .int("chat_id")
+        .map_err(|_| ApiError::bad_request("chat not found"))?
+        .ok_or_else(|| ApiError::bad_request("chat_id is empty"))?;
+    let user_id = params
+        .int("user_id")
+        .map_err(bad)?
+        .ok_or_else(|| ApiError::bad_request("user_id is empty"))?;
+    shared.with(|state| {
+        state
+            .bot(bot_id)
+            .map_err(internal)?
+            .chat_member(chat_id, user_id)
     })
 }
 

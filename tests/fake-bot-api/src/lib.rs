@@ -317,6 +317,12 @@ impl FakeBotApi {
         self.on_bot(bot_id, |bot| bot.update_lifetime = lifetime);
     }
 
+    /// Makes `users` the administrators of the group `chat_id` as `getChatMember` reports them
+    /// (status "administrator"; anyone else is a "member"). Not in CONTRACT.md; an addition.
+    pub fn set_chat_admins(&self, bot_id: i64, chat_id: i64, users: &[i64]) {
+        self.on_bot(bot_id, |bot| bot.set_chat_admins(chat_id, users));
+    }
+
     /// Makes `sendMessage` to `chat_id` answer 403 "Forbidden: bot was blocked by the user"
     /// (`blocked == true`) or work again. Not in CONTRACT.md; an addition.
     pub fn block_chat(&self, bot_id: i64, chat_id: i64, blocked: bool) {

@@ -221,6 +221,8 @@ pub(crate) struct BotState {
     /// Chats the bot may write to (someone wrote from them) → the last message id used in them.
     chats: HashMap<i64, i64>,
     blocked: HashSet<i64>,
+    /// Group chat → the users getChatMember calls its administrators; anyone else is a member.
+    admins: HashMap<i64, HashSet<i64>>,
     faults: HashMap<&'static str, VecDeque<(Fault, u32)>>,
     /// Outages: every call of the method fails with the fault until the instant.
     outages: HashMap<&'static str, (Fault, Instant)>,
@@ -258,6 +260,7 @@ impl BotState {
             sent: Vec::new(),
             chats: HashMap::new(),
             blocked: HashSet::new(),
+            admins: HashMap::new(),
             faults: HashMap::new(),
             outages: HashMap::new(),
             latency: HashMap::new(),
@@ -348,6 +351,35 @@ impl BotState {
         } else {
             self.blocked.remove(&chat_id);
         }
+    }
+
+    pub(crate) fn set_chat_admins(&mut self, chat_id: i64, users: &[i64]) {
+        self.admins.insert(chat_id, users.iter().copied().collect());
+    }
+
+    /// getChatMember: the user as a member of the chat, with the status Telegram gives
+    /// ("administrator" for the chat's admins, else "member"); 400 "chat not found" for a chat
+    /// nobody wrote from, as for sendMessage.
+    pub(crate) fn chat_member(&self, chat_id: i64, user_id: i64) -> Result<Value, ApiError> {
+        if !self.chats.contains_key(&chat_id) {
+            return Err(ApiError::bad_request("chat not found"));
+        }
+        let user = objects::human_user(user_id);
+        let admin = self
+            .admins
+            .get(&chat_id)
+            .is_some_and(|admins| admins.contains(&user_id));
+        Ok(if admin {
+            // Every field Telegram sends for an administrator.
+            json!({"user": user, "status": "administrator", "can_be_edited": false,
+                   "is_anonymous": false, "can_manage_chat": true, "can_delete_messages": true,
+                   "can_manage_video_chats": true, "can_restrict_members": true,
+                   "can_promote_members": false, "can_change_info": true, "can_invite_users": true,
+                   "can_post_stories": false, "can_edit_stories": false, "can_delete_stories": false,
+                   "can_pin_messages": true, "can_manage_topics": false})
+        } else {
+            json!({"user": user, "status": "member"})
+        })
     }
 
     /// Queues a text message from the user of `chat_id`; returns its update id.

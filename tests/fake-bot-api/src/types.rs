@@ -140,6 +140,7 @@ pub const METHODS: &[&str] = &[
     "getMe",
     "getUpdates",
     "sendMessage",
+    "getChatMember",
     "setWebhook",
     "deleteWebhook",
     "getWebhookInfo",
