@@ -236,7 +236,7 @@ fn price_requests_are_counted_by_outcome_for_the_operators_alerts() {
         "no price asked yet:\n{before}"
     );
     api.inject_message(id, 31, "/price btc");
-    api.wait_until(id, |_| api.sent(id).len() >= 1, T).unwrap();
+    api.wait_until(id, |_| !api.sent(id).is_empty(), T).unwrap();
     prices.fail_with(429);
     api.inject_message(id, 32, "/price eth");
     api.wait_until(id, |_| api.sent(id).len() >= 2, T).unwrap();
