@@ -291,7 +291,7 @@ ct_none_running() {
     # shellcheck disable=SC2016 # expanded by the shell inside
     ct_sh 'found=0
         for f in /proc/[0-9]*/comm; do
-            read -r c <"$f" 2>/dev/null || continue
+            read -r c 2>/dev/null <"$f" || continue
             [ "$c" = "$1" ] || continue
             p=${f#/proc/}; echo "process $1 running inside: PID ${p%/comm}" >&2; found=1
         done
