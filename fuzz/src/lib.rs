@@ -408,10 +408,13 @@ fn check_update(update: &Update) {
         "a request from a non-command {text:?}"
     );
     assert_eq!(chat, message.chat.id, "the reply would go to another chat");
-    let expected_sender = message
-        .from
-        .as_ref()
-        .map_or(message.chat.id.0, |u| u.id.0 as i64);
+    // A message sent as a chat (an anonymous group administrator as the group, a user as their
+    // channel) is from that chat; else from its user; else from the chat itself.
+    let expected_sender = match (&message.sender_chat, &message.from) {
+        (Some(as_chat), _) => as_chat.id.0,
+        (None, Some(user)) => user.id.0 as i64,
+        (None, None) => message.chat.id.0,
+    };
     assert_eq!(sender, expected_sender);
     check_request(&request);
 }
